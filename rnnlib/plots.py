@@ -1,0 +1,244 @@
+"""Figures for the course. Every function takes data and returns a ``matplotlib.figure.Figure``.
+
+Figures are built with ``matplotlib.figure.Figure`` rather than ``pyplot`` so that nothing is shown
+twice or left open: a notebook displays the returned figure (it is the cell's value), a script saves it.
+Models never plot; they return numbers, and these helpers draw them.
+:class:`LivePlot` redraws one training-curve figure in place while a notebook trains.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def _as_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=float)
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, width: float = 6.4, height: float = 4.0, **kw):
+    """A Figure and its axes (like ``plt.subplots``, without pyplot's global state)."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=True, **kw)
+    return fig, axes
+
+
+def plot_lines(
+    series: Mapping[str, Sequence[float]],
+    x: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    logy: bool = False,
+    hline: tuple[float, str] | None = None,
+    ax=None,
+) -> Figure:
+    """One line per entry of ``series`` (label -> values), against ``x`` (shared or per label)."""
+    if ax is None:
+        fig, ax = new_figure()
+    else:
+        fig = ax.figure
+    for label, ys in series.items():
+        ys = _as_numpy(ys)
+        xs = x[label] if isinstance(x, Mapping) else x
+        xs = np.arange(1, len(ys) + 1) if xs is None else _as_numpy(xs)
+        ax.plot(xs, ys, label=label)
+    if hline is not None:
+        ax.axhline(hline[0], color="grey", linestyle="--", linewidth=1, label=hline[1])
+    if logy:
+        ax.set_yscale("log")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if len(series) > 1 or hline is not None:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_history(history, title: str = "Training curves", ax=None, ylabel: str = "loss") -> Figure:
+    """Training loss (per step, smoothed) and validation loss (per evaluation) of a :class:`~rnnlib.train.History`."""
+    if ax is None:
+        fig, ax = new_figure()
+    else:
+        fig = ax.figure
+    if history.train_loss:
+        steps = np.asarray(history.step)
+        loss = np.asarray(history.train_loss)
+        ax.plot(steps, loss, color="tab:blue", alpha=0.25, linewidth=0.8)
+        ax.plot(steps, smooth(loss), color="tab:blue", label="training (smoothed)")
+    if history.val_loss:
+        ax.plot(history.val_step, history.val_loss, "o-", color="tab:orange", label="validation")
+    ax.set(title=title, xlabel="optimizer step", ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    if history.train_loss or history.val_loss:
+        ax.legend()
+    return fig
+
+
+def smooth(values: Sequence[float], weight: float = 0.9) -> np.ndarray:
+    """Exponential moving average with bias correction (the curve TensorBoard draws)."""
+    out, avg = [], 0.0
+    for k, v in enumerate(values, start=1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight**k))
+    return np.asarray(out)
+
+
+def plot_grad_norms(
+    norms: Mapping[str, Sequence[float]],
+    title: str = "Gradient norm through time",
+    xlabel: str = "distance from the loss (time steps)",
+    ylabel: str = r"$\|\partial L / \partial H_t\|$",
+    ax=None,
+) -> Figure:
+    """Gradient norms against distance from the loss, one line per run, on a log scale.
+
+    ``norms[label][k]`` is the norm ``k`` steps before the loss (index 0 = the step of the loss).
+    """
+    series = {label: _as_numpy(v) for label, v in norms.items()}
+    x = {label: np.arange(len(v)) for label, v in series.items()}
+    return plot_lines(series, x=x, title=title, xlabel=xlabel, ylabel=ylabel, logy=True, ax=ax)
+
+
+def plot_heatmap(
+    matrix,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    colorbar_label: str = "",
+    annotate: bool = False,
+    ax=None,
+) -> Figure:
+    """A labelled heatmap; ``matrix[r, c]`` is drawn in row ``r`` (top to bottom), column ``c``."""
+    m = _as_numpy(matrix)
+    if m.ndim != 2:
+        raise ValueError(f"expected a 2-D matrix, got shape {m.shape}")
+    if ax is None:
+        fig, ax = new_figure(width=max(4.0, 0.28 * m.shape[1] + 2), height=max(3.0, 0.28 * m.shape[0] + 1.5))
+    else:
+        fig = ax.figure
+    image = ax.imshow(m, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    for labels, n, set_ticks, set_labels in (
+        (col_labels, m.shape[1], ax.set_xticks, ax.set_xticklabels),
+        (row_labels, m.shape[0], ax.set_yticks, ax.set_yticklabels),
+    ):
+        if labels is not None:
+            if len(labels) != n:
+                raise ValueError(f"{len(labels)} labels for {n} rows/columns")
+            set_ticks(range(n))
+            set_labels([_visible(s) for s in labels], fontsize=8)
+    if annotate:
+        for r in range(m.shape[0]):
+            for c in range(m.shape[1]):
+                ax.text(c, r, f"{m[r, c]:.2g}", ha="center", va="center", fontsize=7, color="w")
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    fig.colorbar(image, ax=ax, label=colorbar_label)
+    return fig
+
+
+def _visible(token: str) -> str:
+    """Make whitespace and special tokens readable as tick labels."""
+    return {" ": "␣", "\n": "↵", "\t": "⇥", "$": r"\$"}.get(token, token)
+
+
+def plot_attention(
+    weights, src_tokens: Sequence[str], tgt_tokens: Sequence[str], title: str = "Attention weights", ax=None
+) -> Figure:
+    """Attention heatmap: output tokens down the rows, input tokens along the columns.
+
+    ``weights`` has shape (len(tgt_tokens), len(src_tokens)); row ``t`` is the distribution the decoder
+    used while producing output token ``t``.
+    """
+    return plot_heatmap(
+        weights, tgt_tokens, src_tokens, title=title, xlabel="input character", ylabel="output character",
+        cmap="Blues", vmin=0.0, vmax=1.0, colorbar_label="weight", ax=ax,
+    )
+
+
+def plot_gates(
+    activations: Mapping[str, object],
+    chars: Sequence[str],
+    units: Sequence[int] | None = None,
+    title: str = "Gate activations over a text sample",
+) -> Figure:
+    """One heatmap per gate (or state): ``activations[name]`` is (T, hidden); characters along the x axis."""
+    names = list(activations)
+    mats = {k: _as_numpy(v) for k, v in activations.items()}
+    if units is not None:
+        mats = {k: m[:, list(units)] for k, m in mats.items()}
+    T = len(chars)
+    fig, axes = new_figure(len(names), 1, width=max(6.0, 0.16 * T + 2), height=1.6 * len(names) + 0.8, sharex=True)
+    axes = np.atleast_1d(axes)
+    for ax, name in zip(axes, names):
+        m = mats[name]
+        if m.shape[0] != T:
+            raise ValueError(f"{name}: {m.shape[0]} time steps but {T} characters")
+        bounded = m.min() >= 0 and m.max() <= 1
+        image = ax.imshow(m.T, aspect="auto", interpolation="nearest", cmap="viridis" if bounded else "RdBu_r",
+                          vmin=0 if bounded else -np.abs(m).max(), vmax=1 if bounded else np.abs(m).max())
+        ax.set_ylabel(f"{name}\nunit")
+        if units is not None:
+            ax.set_yticks(range(len(units)))
+            ax.set_yticklabels([str(u) for u in units], fontsize=7)
+        fig.colorbar(image, ax=ax, pad=0.01)
+    axes[-1].set_xticks(range(T))
+    axes[-1].set_xticklabels([_visible(c) for c in chars], fontsize=7)
+    axes[-1].set_xlabel("input character")
+    axes[0].set_title(title)
+    return fig
+
+
+def plot_forecast(
+    truth, predictions: Mapping[str, object], x=None, title: str = "Forecast", xlabel: str = "time step",
+    ylabel: str = "value", ax=None,
+) -> Figure:
+    """The true series and one or more predictions of it."""
+    series = {"truth": truth, **predictions}
+    fig = plot_lines(series, x=x, title=title, xlabel=xlabel, ylabel=ylabel, ax=ax)
+    fig.axes[0].lines[0].set(color="black", linewidth=1.0, alpha=0.6)
+    return fig
+
+
+def plot_confusion(matrix, labels: Sequence[str], title: str = "Confusion matrix", normalize: bool = True) -> Figure:
+    """Rows: true class; columns: predicted class; with ``normalize`` each row sums to one (recall)."""
+    m = _as_numpy(matrix)
+    if normalize:
+        m = m / np.clip(m.sum(axis=1, keepdims=True), 1, None)
+    return plot_heatmap(m, labels, labels, title=title, xlabel="predicted", ylabel="true", cmap="Blues",
+                        vmin=0, vmax=1 if normalize else None, colorbar_label="fraction of true class" if normalize else "count")
+
+
+class LivePlot:
+    """A training-curve figure that redraws in place in a notebook and leaves one final figure.
+
+    Outside a notebook (a script, a test) it does nothing. In a notebook executed for the book, the
+    in-place updates collapse to the last one, so the page shows exactly one figure.
+    """
+
+    def __init__(self, title: str = "Training curves", ylabel: str = "loss"):
+        self.title, self.ylabel = title, ylabel
+        self._handle = None
+        try:
+            from IPython import get_ipython
+
+            self._active = get_ipython() is not None and hasattr(get_ipython(), "kernel")
+        except ImportError:
+            self._active = False
+
+    def update(self, history) -> None:
+        if not self._active:
+            return
+        from IPython.display import display
+
+        fig = plot_history(history, title=self.title, ylabel=self.ylabel)
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)

@@ -1,0 +1,73 @@
+"""Synthetic tasks: their invariants, and that they depend only on the seed."""
+import datetime as dt
+import re
+
+import pytest
+import torch
+
+from rnnlib.synthetic import (ADDING_BASELINE_MSE, adding_problem, date_vocabs, encode_dates, random_dates,
+                              sine_wave, sliding_windows)
+
+
+def test_adding_problem_baseline_is_one_sixth():
+    X, y = adding_problem(200_000, seq_len=20, seed=1)
+    assert X.shape == (200_000, 20, 2) and y.shape == (200_000,)
+    assert abs(float(((y - 1.0) ** 2).mean()) - ADDING_BASELINE_MSE) < 0.003
+
+
+def test_adding_problem_markers_one_per_half_and_target_is_their_sum():
+    X, y = adding_problem(500, seq_len=30, seed=2)
+    markers = X[..., 1]
+    assert torch.all(markers[:, :15].sum(1) == 1) and torch.all(markers[:, 15:].sum(1) == 1)
+    assert torch.allclose((X[..., 0] * markers).sum(1), y)
+
+
+def test_same_seed_same_data():
+    assert torch.equal(adding_problem(10, 8, seed=3)[0], adding_problem(10, 8, seed=3)[0])
+    assert not torch.equal(adding_problem(10, 8, seed=3)[0], adding_problem(10, 8, seed=4)[0])
+    assert torch.equal(sine_wave(100, seed=5), sine_wave(100, seed=5))
+
+
+def test_sliding_windows():
+    series = torch.arange(10.0)
+    X, Y = sliding_windows(series, window=3, horizon=2)
+    assert X.shape == (6, 3, 1) and Y.shape == (6, 2)
+    assert X[2, :, 0].tolist() == [2, 3, 4] and Y[2].tolist() == [5, 6]
+    with pytest.raises(ValueError, match="too short"):
+        sliding_windows(series, window=9, horizon=2)
+
+
+MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+
+
+def _parse(human: str) -> dt.date:
+    """An independent reader of the human formats: year, month (name or number) and day."""
+    text = human.lower()
+    year = int(re.search(r"\b(\d{4})\b", text).group(1))
+    named = [k for k, m in enumerate(MONTHS, 1) if re.search(rf"\b{m}", text)]
+    numbers = [int(n) for n in re.findall(r"\d+", text) if len(n) != 4]
+    if named:
+        month, day = named[0], numbers[0]
+    elif "/" in text:  # YYYY/MM/DD
+        month, day = numbers
+    else:  # DD.MM.YYYY
+        day, month = numbers
+    return dt.date(year, month, day)
+
+
+def test_date_pairs_parse_and_agree():
+    pairs = random_dates(3000, seed=0)
+    src, tgt = date_vocabs()
+    for human, iso in pairs:
+        assert _parse(human) == dt.date.fromisoformat(iso), human
+        src.encode(human), tgt.encode(iso)  # every character is in the fixed vocabularies
+    assert len({h for h, _ in pairs}) > 2900 and len({len(h) for h, _ in pairs}) > 10
+
+
+def test_encode_dates_teacher_forcing_layout():
+    src_v, tgt_v = date_vocabs()
+    batch = encode_dates(random_dates(5, seed=1), src_v, tgt_v)
+    assert batch["tgt_in"][:, 0].eq(tgt_v.stoi["<bos>"]).all()
+    assert batch["tgt_out"][:, -1].eq(tgt_v.stoi["<eos>"]).all()
+    assert torch.equal(batch["tgt_in"][:, 1:], batch["tgt_out"][:, :-1])
+    assert batch["src"].shape == (5, int(batch["src_lengths"].max()))
