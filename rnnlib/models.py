@@ -427,3 +427,35 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         return self.head(self.drop(self.features(x, lengths)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sequence-to-value regression (forecasting, the adding problem)
+# ---------------------------------------------------------------------------------------------------------
+class SequenceRegressor(nn.Module):
+    """Read a whole window of real-valued inputs, then predict from the last hidden state.
+
+    ``forward(x (B, T, input_size)) -> (B, output_size)``: the recurrent layer runs over all ``T`` steps,
+    carrying its hidden state from step to step, and a linear head maps :math:`H_T` to the prediction.
+    This is the right way to forecast from a window. (Feeding the ``T`` values as ``T`` independent
+    one-step sequences, as the source chapter did, restarts the state at every value, so the model
+    never sees more than one value at a time.)
+    """
+
+    def __init__(self, input_size: int = 1, hidden_size: int = 32, output_size: int = 1, cell: str = "rnn",
+                 num_layers: int = 1, dropout: float = 0.0, impl: str = "torch", **layer_kwargs):
+        super().__init__()
+        self.input_size, self.output_size, self.cell = input_size, output_size, cell
+        self.rnn = recurrent_layer(cell, input_size, hidden_size, num_layers,
+                                   dropout=dropout if num_layers > 1 else 0.0, impl=impl, **layer_kwargs)
+        self.head = nn.Linear(hidden_size, output_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3 or x.size(-1) != self.input_size:
+            raise ValueError(
+                f"SequenceRegressor expected input of shape (batch, seq_len, {self.input_size}), got "
+                f"{tuple(x.shape)}. For a 1-D series use rnnlib.synthetic.sliding_windows, which adds the "
+                "feature dimension."
+            )
+        out, _ = self.rnn(x)  # (B, T, H)
+        return self.head(out[:, -1])  # (B, output_size), from the state after the last step

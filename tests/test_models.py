@@ -310,3 +310,20 @@ def test_classifier_rnnlib_matches_torch(cell, bidirectional):
     assert torch.allclose(ours(x, lengths), expected)
     longer = torch.cat([x, torch.zeros(4, 3, dtype=torch.long)], 1)
     assert torch.allclose(ours(longer, lengths), expected)
+
+
+def test_sequence_regressor_reads_the_whole_window():
+    from rnnlib.models import SequenceRegressor
+
+    torch.manual_seed(0)
+    model = SequenceRegressor(input_size=1, hidden_size=8, output_size=2, cell="gru").double()
+    x = torch.randn(4, 10, 1, dtype=torch.float64)
+    y = model(x)
+    assert y.shape == (4, 2)
+    x2 = x.clone()
+    x2[:, 0] += 1.0  # the first value of the window must influence the prediction
+    assert not torch.allclose(model(x2), y)
+    out, _ = model.rnn(x)
+    assert torch.allclose(y, model.head(out[:, -1]))
+    with pytest.raises(ValueError, match=r"\(batch, seq_len, 1\)"):
+        model(torch.randn(4, 10))

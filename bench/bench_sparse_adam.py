@@ -1,0 +1,79 @@
+"""One optimizer step on an embedding table: rnnlib's SparseAdam vs torch.optim.SparseAdam vs dense Adam.
+
+The gradient is what ``nn.Embedding(sparse=True)`` produces for a batch of about 2,000 random token ids:
+an uncoalesced sparse tensor (repeated ids included). Dense Adam gets the same gradient as a dense tensor.
+Steps are timed one at a time, the three optimizers interleaved within every repeat so that machine noise
+hits them alike; the table shows medians and ratios. Prints, never asserts.
+
+    python bench/bench_sparse_adam.py            # about a minute
+    python bench/bench_sparse_adam.py --quick    # a few seconds
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from rnnlib.optim import SparseAdam
+
+
+def sparse_grad(num_rows: int, dim: int, lookups: int, g: torch.Generator) -> torch.Tensor:
+    ids = torch.randint(0, num_rows, (lookups,), generator=g)
+    values = torch.randn(lookups, dim, generator=g)
+    return torch.sparse_coo_tensor(ids.unsqueeze(0), values, (num_rows, dim), check_invariants=False)
+
+
+def time_step(opt: torch.optim.Optimizer, p: torch.Tensor, grad: torch.Tensor) -> float:
+    p.grad = grad
+    start = time.perf_counter()
+    opt.step()
+    return time.perf_counter() - start
+
+
+def bench(num_rows: int, dim: int, lookups: int, repeats: int, warmup: int) -> dict[str, float]:
+    g = torch.Generator().manual_seed(num_rows)
+    init = torch.randn(num_rows, dim, generator=g)
+    params = {name: init.clone().requires_grad_() for name in ("rnnlib", "torch", "adam")}
+    opts = {
+        "rnnlib": SparseAdam([params["rnnlib"]], lr=1e-3),
+        "torch": torch.optim.SparseAdam([params["torch"]], lr=1e-3),
+        "adam": torch.optim.Adam([params["adam"]], lr=1e-3),
+    }
+    times: dict[str, list[float]] = {name: [] for name in opts}
+    for i in range(warmup + repeats):
+        grad = sparse_grad(num_rows, dim, lookups, g)
+        grads = {"rnnlib": grad, "torch": grad, "adam": grad.to_dense()}
+        order = list(opts) if i % 2 == 0 else list(reversed(opts))  # alternate who goes first
+        for name in order:
+            t = time_step(opts[name], params[name], grads[name])
+            if i >= warmup:
+                times[name].append(t)
+    # Same updates from both SparseAdams, as a sanity check of what is being timed.
+    assert torch.allclose(params["rnnlib"], params["torch"], rtol=1e-5, atol=1e-7)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats, a few seconds in total")
+    parser.add_argument("--dim", type=int, default=64, help="embedding dimension")
+    parser.add_argument("--lookups", type=int, default=2000, help="token ids per batch (rows touched, with repeats)")
+    args = parser.parse_args()
+    repeats, warmup = (15, 3) if args.quick else (200, 10)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dim {args.dim}, "
+          f"{args.lookups} lookups per step, median of {repeats} steps (timings on a shared machine are noisy)")
+    header = f"{'rows':>8} {'rnnlib ms':>10} {'torch ms':>10} {'Adam ms':>10} {'torch/rnnlib':>13} {'Adam/rnnlib':>12}"
+    print(header)
+    print("-" * len(header))
+    for num_rows in (65, 5_000, 50_000):
+        t = bench(num_rows, args.dim, args.lookups, repeats, warmup)
+        print(f"{num_rows:>8} {t['rnnlib'] * 1e3:>10.3f} {t['torch'] * 1e3:>10.3f} {t['adam'] * 1e3:>10.3f} "
+              f"{t['torch'] / t['rnnlib']:>13.2f} {t['adam'] / t['rnnlib']:>12.2f}")
+    print("ratios > 1 mean rnnlib's SparseAdam is faster")
+
+
+if __name__ == "__main__":
+    main()
