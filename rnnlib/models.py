@@ -370,7 +370,7 @@ class PaddedRNN(nn.Module):
 
     def forward_packed(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         lengths = check_lengths(lengths, x)
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)  # lengths must be on the CPU
         output, _ = self.rnn(packed)
         output, _ = pad_packed_sequence(output, batch_first=True, total_length=x.size(1))  # zeros at padding
         return output, self._summary(output, lengths)

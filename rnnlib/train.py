@@ -298,8 +298,15 @@ class LMLoss:
 def evaluate_lm(model: nn.Module, ids: torch.Tensor, batch_size: int = 16, seq_len: int = 256,
                 max_batches: int | None = None) -> float:
     """Mean next-token cross-entropy (nats per token) over ``ids``, reading it as ``batch_size`` streams
-    with the state carried across batches, so each prediction has its full left context."""
+    with the state carried across batches, so each prediction has its full left context.
+
+    Short texts get fewer streams and shorter batches; the last few tokens that do not fill a whole
+    batch (fewer than ``batch_size * seq_len``) are not scored.
+    """
     from .text import sequential_batches
+
+    batch_size = max(1, min(batch_size, (len(ids) - 1) // 2))
+    seq_len = max(1, min(seq_len, (len(ids) - 1) // batch_size))
 
     was_training = model.training
     model.eval()
