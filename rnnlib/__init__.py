@@ -1,4 +1,20 @@
-"""rnnlib: the small library behind the course book *Recurrent Neural Networks with PyTorch*."""
+"""rnnlib: the small library behind the course book *Recurrent Neural Networks with PyTorch*.
+
+One concept per module: ``cells`` and ``layers`` (RNN, LSTM, GRU from scratch, state-dict compatible
+with ``torch.nn``), ``models``, ``attention``, ``bptt`` (backpropagation through time by hand),
+``gradflow``, ``optim`` (SparseAdam), ``data``, ``text``, ``synthetic``, ``train``, ``plots``,
+``results``, ``widgets`` (imported on demand) and ``checks`` (exercise checkers).
+"""
+from . import attention, bptt, cells, config, data, gradflow, layers, models, optim, plots, results, synthetic, text, train
+from .cells import GRUCell, LSTMCell, RNNCell
 from .config import get_device, is_quick, mode, pick, set_seed
+from .layers import GRU, LSTM, RNN
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
+    "get_device", "is_quick", "mode", "pick", "set_seed",
+    "attention", "bptt", "cells", "config", "data", "gradflow", "layers", "models", "optim", "plots",
+    "results", "synthetic", "text", "train",
+]
