@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 JB     := $(VENV)/bin/jupyter-book
 NBMAKE := --nbmake --nbmake-kernel=python3 --nbmake-timeout=600 -p no:cacheprovider
 
-.PHONY: help venv data test test-unit test-notebooks test-book book book-quick nb clean
+.PHONY: help venv data test test-unit test-notebooks test-book book book-quick nb clean assets browser
 
 help:
 	@echo "make book        build the HTML book in full mode (executes every notebook; cached between runs)"
@@ -17,6 +17,9 @@ help:
 	@echo "make book-quick  build the book in quick mode (minutes; numbers are not meaningful)"
 	@echo "make nb NB=chapters/7-1-foundations.ipynb   execute one notebook in quick mode, as the tests do"
 	@echo "make data        download and verify the data sets into the cache (or check RNNLIB_DATA_DIR)"
+	@echo "make test-book   the quick book build, then its checks: HTML, browser, cache, Colab path (tests/reader)"
+	@echo "make assets      fetch MathJax, require.js and the widget manager (npm registry) into $(ASSETS)"
+	@echo "make browser     install Debian's chromium for the browser tests, if missing (needs root)"
 	@echo "make clean       remove build outputs (keeps .venv and the data cache)"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -34,8 +37,9 @@ data: $(STAMP)
 test: data
 	$(MAKE) test-unit test-notebooks test-book
 
+# tests/reader/ needs the built book: test-book runs it right after building.
 test-unit: $(STAMP)
-	$(PY) -m pytest tests -q -p no:cacheprovider
+	$(PY) -m pytest tests -q -p no:cacheprovider --ignore=tests/reader
 
 test-notebooks: $(STAMP)
 	RNNLIB_QUICK=1 RNNLIB_OFFLINE=1 $(PY) -m pytest $(NBMAKE) chapters -q
@@ -54,11 +58,39 @@ book-quick: data
 	$(MAKE) _book MODE=quick QUICK=1
 	@echo "The book is at $(CURDIR)/_build/quick/_build/html/index.html"
 
-_book: $(STAMP)
+_book: $(STAMP) assets
 	RNNLIB_QUICK=$(QUICK) RNNLIB_RESULTS_DIR=$(CURDIR)/_build/$(MODE)/results \
 	  $(JB) build . --path-output _build/$(MODE) -W -n --keep-going
 
-test-book: book-quick
+# The book as a reader gets it (tests/reader): static checks of the HTML, headless chromium on every
+# page, the execution cache, a notebook re-run in one kernel, and the Colab install path in a fresh venv.
+# They run right after the quick build they check, so they never see a stale or missing build.
+test-book: book-quick browser
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 RNNLIB_QUICK=1 RNNLIB_OFFLINE=1 \
+	  $(PY) -m pytest tests/reader -q -p no:cacheprovider --durations=5
+
+# Offline-complete HTML: the JavaScript the pages need, from the npm registry, pinned by version and
+# sha512 (book/_ext/fetch_assets.py), into a git-ignored folder that _config.yml serves from the book.
+ASSETS := _build/assets
+assets: $(ASSETS)/VERSIONS.json
+
+$(ASSETS)/VERSIONS.json: book/_ext/fetch_assets.py | $(STAMP)
+	$(PY) book/_ext/fetch_assets.py $(ASSETS)
+	@touch $@
+
+# Debian's chromium for tests/reader/test_browser.py (Playwright drives it; it never downloads a
+# browser). Installing needs root (as in CI) or passwordless sudo; otherwise those tests are skipped.
+SUDO := $(shell [ "$$(id -u)" = 0 ] && echo "" || (sudo -n true 2>/dev/null && echo "sudo -n" || echo "none"))
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+	  echo "chromium: $$(command -v chromium)"; \
+	elif [ "$(SUDO)" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "chromium is missing and cannot be installed here (apt-get install chromium needs root): the browser tests will be skipped"; \
+	else \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null) \
+	    || echo "could not install chromium: the browser tests will be skipped"; \
+	fi
 
 clean:
 	rm -rf _build .pytest_cache

@@ -1,0 +1,64 @@
+"""Running a notebook again in the same kernel gives the same results (it seeds itself).
+
+A reader often re-runs a notebook top to bottom without restarting. Every notebook calls
+`rnnlib.set_seed` and builds its generators from fixed seeds, so the second run must print the same
+losses, samples and results table as the first. The getting-started notebook is run twice in one
+kernel in quick mode; timings are masked before comparing, everything else must match exactly.
+"""
+from __future__ import annotations
+
+import copy
+import re
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from fixture_book import ROOT
+
+NOTEBOOKS = ["chapters/0-getting-started.ipynb"]
+TIMING = re.compile(r"\d+(\.\d+)?\s*(ms|s|seconds|it/s|s/it)\b|\d\d:\d\d(<\d\d:\d\d)?")
+NUMBER = re.compile(r"\d+\.\d{3,}")
+
+
+def _comparable(outputs) -> list[tuple[str, str]]:
+    """The outputs as (kind, text), with wall-clock timings masked; widget views are left out (their
+    model ids are random and their state holds rates), images are derived from printed numbers."""
+    kept = []
+    for out in outputs:
+        if out.output_type == "stream":
+            kept.append((out.name, TIMING.sub("<time>", out.text)))
+        elif out.output_type in ("execute_result", "display_data"):
+            data = out.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data:
+                continue
+            for mime in ("text/plain", "text/html", "text/markdown"):
+                if mime in data:
+                    kept.append((mime, TIMING.sub("<time>", data[mime])))
+        elif out.output_type == "error":
+            kept.append(("error", f"{out.ename}: {out.evalue}"))
+    return kept
+
+
+@pytest.mark.parametrize("path", [n for n in NOTEBOOKS if (ROOT / n).is_file()])
+def test_second_run_in_the_same_kernel_gives_the_same_results(path, monkeypatch):
+    monkeypatch.setenv("RNNLIB_QUICK", "1")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel keeps its inline backend, as for a reader
+    monkeypatch.delenv("RNNLIB_RESULTS_DIR", raising=False)
+    nb = nbformat.read(ROOT / path, as_version=4)
+    client = NotebookClient(nb, kernel_name="python3", timeout=600,
+                            resources={"metadata": {"path": str((ROOT / path).parent)}})
+    runs = []
+    with client.setup_kernel():
+        for _ in range(2):
+            outputs = []
+            for index, cell in enumerate(nb.cells):
+                if cell.cell_type == "code":
+                    client.execute_cell(cell, index)
+                    outputs.append(_comparable(copy.deepcopy(cell.outputs)))
+            runs.append(outputs)
+    first, second = runs
+    printed = "".join(text for cell in first for _, text in cell)
+    assert NUMBER.search(printed), "the notebook printed no numbers to compare"
+    for k, (a, b) in enumerate(zip(first, second)):
+        assert a == b, f"{path}: code cell {k + 1} gave different output when run again in the same kernel"
