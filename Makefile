@@ -39,10 +39,13 @@ test: data
 
 # tests/reader/ needs the built book: test-book runs it right after building.
 test-unit: $(STAMP)
-	$(PY) -m pytest tests -q -p no:cacheprovider --ignore=tests/reader
+	$(PY) -m pytest tests -q -p no:cacheprovider --ignore=tests/reader --ignore=tests/test_exercises.py
 
+# Every notebook in quick mode (nbmake), then each exercise again with its reference solutions filled
+# in, checking that every checker says "not yet implemented" as received and "passed" with solutions.
 test-notebooks: $(STAMP)
 	RNNLIB_QUICK=1 RNNLIB_OFFLINE=1 $(PY) -m pytest $(NBMAKE) chapters -q
+	RNNLIB_QUICK=1 RNNLIB_OFFLINE=1 $(PY) -m pytest tests/test_exercises.py -q -p no:cacheprovider
 
 nb: $(STAMP)
 	@test -n "$(NB)" || (echo "usage: make nb NB=chapters/<notebook>.ipynb" && exit 2)

@@ -1,0 +1,28 @@
+"""Instant feedback for the exercise notebooks: ``check_*`` functions that test a learner's code.
+
+Each checker runs the learner's function or class on small random inputs of several shapes, compares it
+with rnnlib's reference implementation, and returns a :class:`CheckResult`: truthy when the code is
+right; otherwise it names the first thing that differs (a shape, the gate order, a missing bias, a state
+not carried over time, a leak of future inputs...) and gives a hint, without showing the solution. A
+checker never raises: exceptions, endless loops and ``NotImplementedError`` come back as results.
+:func:`ready` lets a notebook cell run only once the checks it depends on have passed.
+
+One module per exercise: :mod:`.forecasting` (7.1), :mod:`.lstm` (7.2), :mod:`.gru` (7.3),
+:mod:`.bidirectional` (7.4), :mod:`.attention` (7.5); the shared machinery is in :mod:`._core`.
+"""
+from ._core import CheckResult, ready
+from .attention import check_additive_scores, check_dot_scores, check_masked_softmax
+from .bidirectional import check_bidirectional, check_reverse_padded
+from .forecasting import (check_forecaster, check_make_windows, check_naive_forecast, check_normalize_splits,
+                          check_split_by_time)
+from .gru import check_gru_cell
+from .lstm import check_lstm_cell, check_lstm_loop
+
+__all__ = [
+    "CheckResult", "ready",
+    "check_split_by_time", "check_normalize_splits", "check_make_windows", "check_naive_forecast", "check_forecaster",
+    "check_lstm_cell", "check_lstm_loop",
+    "check_gru_cell",
+    "check_reverse_padded", "check_bidirectional",
+    "check_masked_softmax", "check_additive_scores", "check_dot_scores",
+]

@@ -1,0 +1,147 @@
+r"""Checker of exercise 7.3: a GRU cell written by the learner, the way ``torch.nn.GRUCell`` computes it.
+
+The reference is :func:`rnnlib.cells.gru_cell_step`. With the fused weights split in PyTorch's order
+(r, z, n)::
+
+    r = sigmoid(x W_ir^T + b_ir + h W_hr^T + b_hr)
+    z = sigmoid(x W_iz^T + b_iz + h W_hz^T + b_hz)
+    n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn))     the reset gate acts after the product
+    h' = (1 - z) * n + z * h
+
+Typical mistakes it recognizes: the reset gate applied before the product (the paper's variant, which
+``nn.GRU`` does not compute), ``z`` and ``1 - z`` swapped, ``b_hn`` outside the reset gate, another gate
+order, a wrong activation, a missing bias, the previous state ignored.
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor
+
+from ..cells import gru_cell_step
+from ._core import (GRADIENT_HINT, Mistake, build, call, checker, close, describe, diagnose, expect_shape, fail,
+                    gradients, set_parameters)
+
+__all__ = ["check_gru_cell"]
+
+GATES = "rzn"
+CASES = [(3, 5, 4), (1, 6, 2), (4, 2, 7)]  # (batch, input_size, hidden_size)
+
+
+def _reference(x, h, p, reset_after=True):
+    return gru_cell_step(x, h, p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"], reset_after)
+
+
+def _step(x, h, p, order=GATES, acts="sst", biases=(True, True), use_h=True, b_hn_inside=True, use_r=True,
+          update="(1-z)n+zh"):
+    """One GRU step (reset after the product, as nn.GRU), optionally with one typical mistake."""
+    h_in = h if use_h else torch.zeros_like(h)
+    xp = x @ p["weight_ih"].T + (p["bias_ih"] if biases[0] else 0)
+    hp = h_in @ p["weight_hh"].T
+    b_hh = p["bias_hh"] if biases[1] else torch.zeros_like(p["bias_hh"])
+    xs = dict(zip(order, xp.chunk(3, dim=-1)))
+    hs = dict(zip(order, hp.chunk(3, dim=-1)))
+    bs = dict(zip(order, b_hh.chunk(3)))
+    fn = {"s": torch.sigmoid, "t": torch.tanh}
+    r = fn[acts[0]](xs["r"] + hs["r"] + bs["r"])
+    z = fn[acts[1]](xs["z"] + hs["z"] + bs["z"])
+    gate = r if use_r else torch.ones_like(r)
+    if b_hn_inside:
+        n = fn[acts[2]](xs["n"] + gate * (hs["n"] + bs["n"]))
+    else:
+        n = fn[acts[2]](xs["n"] + gate * hs["n"] + bs["n"])
+    return {"(1-z)n+zh": (1 - z) * n + z * h_in, "zn+(1-z)h": z * n + (1 - z) * h_in, "n": n,
+            "zn": z * n}[update]
+
+
+def _mistakes(x, h, p):
+    yield Mistake("The reset gate multiplies h before the matrix product, n = tanh(x W_in^T + b_in + (r * h) W_hn^T "
+                  "+ b_hn): that is the original paper's GRU, but torch.nn.GRU applies r to the result of the product.",
+                  "Compute h W_hn^T + b_hn first, then multiply it by r.",
+                  lambda: _reference(x, h, p, reset_after=False))
+    yield Mistake("z and 1 - z are swapped: your h' = z * n + (1 - z) * h.",
+                  "In PyTorch's convention z is how much of the OLD state is kept: h' = (1 - z) * n + z * h.",
+                  lambda: _step(x, h, p, update="zn+(1-z)h"))
+    yield Mistake("b_hn is added outside the reset gate: n = tanh(x_n + r * (h W_hn^T) + b_hn).",
+                  "In torch.nn.GRU the reset gate multiplies (h W_hn^T + b_hn), bias included.",
+                  lambda: _step(x, h, p, b_hn_inside=False))
+    for order in itertools.permutations(GATES):
+        order = "".join(order)
+        if order != GATES:
+            yield Mistake(f"Your gates read the three chunks of the fused weights in the order {', '.join(order)}; "
+                          "they are stored in PyTorch's order r, z, n (rows 0:H reset, H:2H update, 2H:3H candidate).",
+                          "Split both projections into three chunks in the order r, z, n.",
+                          lambda order=order: _step(x, h, p, order=order))
+    for acts, message in (("sss", "The candidate n goes through a sigmoid; it needs tanh."),
+                          ("ttt", "The reset and update gates go through tanh; gates need a sigmoid."),
+                          ("tst", "The reset gate goes through tanh; it needs a sigmoid."),
+                          ("stt", "The update gate goes through tanh; it needs a sigmoid.")):
+        yield Mistake(message, "r and z: torch.sigmoid (values in (0, 1)); the candidate n: torch.tanh.",
+                      lambda acts=acts: _step(x, h, p, acts=acts))
+    yield Mistake("The reset gate is computed but never used: n = tanh(x_n + h W_hn^T + b_hn).",
+                  "Multiply (h W_hn^T + b_hn) by r inside the candidate.", lambda: _step(x, h, p, use_r=False))
+    yield Mistake("h' = n: the update gate does not mix the candidate with the old state.",
+                  "h' = (1 - z) * n + z * h.", lambda: _step(x, h, p, update="n"))
+    yield Mistake("h' = z * n: the old state's share, z * h, is missing.",
+                  "h' = (1 - z) * n + z * h.", lambda: _step(x, h, p, update="zn"))
+    for biases, which in (((True, False), "bias_hh"), ((False, True), "bias_ih"), ((False, False), "both biases")):
+        yield Mistake(f"The result is what the cell gives without {which}.",
+                      "torch.nn.GRU adds bias_ih to the input projection and bias_hh to the hidden projection.",
+                      lambda biases=biases: _step(x, h, p, biases=biases))
+    yield Mistake("The previous hidden state h is ignored (the result is the same as with h = 0).",
+                  "Use the h you are given, in the gates and in h' = (1 - z) * n + z * h.",
+                  lambda: _step(x, h, p, use_h=False))
+
+
+def _shapes(D, H):
+    return {"weight_ih": (3 * H, D), "weight_hh": (3 * H, H), "bias_ih": (3 * H,), "bias_hh": (3 * H,)}
+
+
+@checker
+def check_gru_cell(cell_class) -> str:
+    """Check a GRU cell class ``cell_class(input_size, hidden_size)`` with ``forward(x, h=None) -> h'``.
+
+    Its parameters must be the scaffold's: ``weight_ih`` (3H, D), ``weight_hh`` (3H, H), ``bias_ih``,
+    ``bias_hh`` (3H,), gates in the order r, z, n. Compared with rnnlib's GRU step (which matches
+    torch.nn.GRUCell) on random weights, inputs and states, with ``h=None``, and for gradients.
+    """
+    gen = torch.Generator().manual_seed(74)
+    name = getattr(cell_class, "__name__", "your cell")
+    for B, D, H in CASES:
+        cell = build(cell_class, D, H, what=f"{name}({D}, {H})")
+        p = set_parameters(cell, _shapes(D, H), gen, name)
+        x, h = torch.randn(B, D, generator=gen), torch.randn(B, H, generator=gen) * 0.8
+        out = call(cell, x, h, what=f"{name}.forward")
+        if isinstance(out, (tuple, list)):
+            raise fail(f"forward returned {describe(out)}; a GRU cell returns one tensor, the new state h'.",
+                       "A GRU has no cell state: return h_new only.")
+        expect_shape(out, (B, H), f"The h' you return (input {(B, D)}, hidden_size={H})",
+                     "h' is (batch, hidden_size); the three gates together are (batch, 3H): split them into "
+                     "three (batch, H) chunks.")
+        ref = _reference(x, h, p)
+        if not close(out, ref):
+            found = diagnose(out, _mistakes(x, h, p))
+            if found is not None:
+                raise fail(found.message, found.hint)
+            raise fail(f"h' differs from the reference GRU step (largest difference "
+                       f"{float((out.detach() - ref).abs().max()):.3g}) and no single typical mistake explains it.",
+                       "Check r, z and n one at a time against the equations (print them for a tiny input).")
+
+    out = call(cell, x, None, what=f"{name}.forward(x, None)")
+    if not close(out, _reference(x, torch.zeros_like(h), p)):
+        raise fail("With h=None the result differs from starting at h = 0.",
+                   "When h is None, start from zeros of shape (batch, hidden_size), e.g. x.new_zeros(...).")
+
+    x_leaf, h_leaf = x.clone().requires_grad_(), h.clone().requires_grad_()
+    weights = [dict(cell.named_parameters())[k] for k in _shapes(D, H)]
+    mine = gradients(call(cell, x_leaf, h_leaf, what=f"{name}.forward"), weights + [x_leaf, h_leaf],
+                     torch.Generator().manual_seed(1))
+    ref_leaves = [t.detach().clone().requires_grad_() for t in weights + [x, h]]
+    ref = _reference(ref_leaves[4], ref_leaves[5], dict(zip(_shapes(D, H), ref_leaves[:4])))
+    theirs = gradients(ref, ref_leaves, torch.Generator().manual_seed(1))
+    for got, want in zip(mine, theirs):
+        if got is None or not close(got, want):
+            raise fail("The forward values are right, but the gradients differ from the reference.", GRADIENT_HINT)
+    return (f"{name} matches torch.nn.GRUCell's equations (gate order r, z, n; reset gate after the product) on "
+            f"{len(CASES)} random sizes, with h=None, and in its gradients.")
