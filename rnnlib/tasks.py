@@ -38,19 +38,22 @@ def train_char_lm(
     seed: int = 0,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler=None,
+    history: History | None = None,
     **config,
 ) -> History:
     """Train a model called as ``logits, state = model(X, state)`` on random windows of ``train_ids``.
 
     Adam (``lr``) unless an ``optimizer`` is given; gradient norm clipped to ``clip_norm``; validation
     loss (nats per character) on all of ``val_ids`` every ``eval_every`` steps. Extra keyword arguments
-    go to :class:`~rnnlib.train.TrainConfig` (``desc``, ``live_plot``, ``patience``, ...).
+    go to :class:`~rnnlib.train.TrainConfig` (``desc``, ``live_plot``, ``patience``, ...); pass the
+    ``history`` of an earlier call to continue it (note: the batch stream restarts from ``seed``).
     """
     device = next(model.parameters()).device
     batches = random_batches(train_ids, batch_size, seq_len, generator=torch.Generator().manual_seed(seed))
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
     cfg = TrainConfig(steps=steps, eval_every=eval_every, clip_norm=clip_norm, **config)
-    return fit(model, optimizer, batches, LMLoss(), lambda m: evaluate_lm(m, val_ids.to(device)), cfg, scheduler)
+    return fit(model, optimizer, batches, LMLoss(), lambda m: evaluate_lm(m, val_ids.to(device)), cfg, scheduler,
+               history)
 
 
 def train_adding(

@@ -69,6 +69,7 @@ class History:
     val_step: list = field(default_factory=list)    # step at which each validation loss was measured
     val_loss: list = field(default_factory=list)
     elapsed: float = 0.0                            # seconds spent in training steps and evaluations
+    train_seconds: float = 0.0                      # seconds spent in training steps only
     best_val_loss: float = math.inf
     best_step: int = 0
     stopped_early: bool = False
@@ -80,7 +81,8 @@ class History:
 
     @property
     def seconds_per_step(self) -> float:
-        return self.elapsed / max(1, len(self.step))
+        """Wall time of one training step (forward, backward, optimizer), evaluations excluded."""
+        return (self.train_seconds or self.elapsed) / max(1, len(self.step))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,15 +117,26 @@ def _to_device(batch, device: torch.device):
 
 
 def _grad_norm(params: list[torch.Tensor]) -> float:
+    """Global L2 norm of all gradients (sparse ones, e.g. from ``nn.Embedding(sparse=True)``, included)."""
     grads = [p.grad.detach() for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+    norms = [torch.linalg.vector_norm(g.coalesce().values() if g.is_sparse else g) for g in grads]
+    return float(torch.linalg.vector_norm(torch.stack(norms)))
+
+
+def _clip_by_norm(params: list[torch.Tensor], norm: float, max_norm: float) -> None:
+    """Scale all gradients by ``min(1, max_norm / norm)``, as ``torch.nn.utils.clip_grad_norm_`` does,
+    but for sparse gradients too."""
+    coef = min(1.0, max_norm / (norm + 1e-6))
+    for p in params:
+        if p.grad is not None:
+            p.grad.mul_(coef)
 
 
 def fit(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | list[torch.optim.Optimizer],
     batches: Iterable | Callable[[], Iterable],
     loss_fn: Callable[[nn.Module, object], torch.Tensor],
     val_fn: Callable[[nn.Module], float] | None = None,
@@ -134,6 +147,8 @@ def fit(
     """Train ``model`` for ``config.steps`` optimizer steps and return the :class:`History`.
 
     Args:
+        optimizer: one optimizer, or a list of them for different parameters (e.g. ``SparseAdam`` for a
+            sparse embedding and ``Adam`` for the rest); each is stepped after every backward pass.
         batches: an iterable of batches, or a function returning one (called again whenever the
             previous one is exhausted: one call per epoch). Tensors in a batch are moved to the model's device.
         loss_fn: ``loss_fn(model, batch)`` returns a scalar loss. If it has an ``on_epoch_start()``
@@ -145,6 +160,7 @@ def fit(
     """
     config = config or TrainConfig()
     history = history if history is not None else History()
+    optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
     if config.eval_every is not None and val_fn is None:
         raise ValueError("config.eval_every is set but no val_fn was given; pass val_fn or set eval_every=None")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -216,7 +232,9 @@ def fit(
             evaluate(start_step)
         for step in range(start_step + 1, start_step + config.steps + 1):
             batch = _to_device(next_batch(), device)
-            optimizer.zero_grad(set_to_none=True)
+            t_step = time.perf_counter()
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 loss = loss_fn(model, batch)
             if not torch.isfinite(loss.detach()):
@@ -226,25 +244,31 @@ def fit(
                 )
             if scaler is not None:
                 scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
+                for opt in optimizers:
+                    scaler.unscale_(opt)
             else:
                 loss.backward()
             norm = _grad_norm(params)
             if config.clip_value is not None:
+                if any(p.grad is not None and p.grad.is_sparse for p in params):
+                    raise ValueError("clip_value does not support sparse gradients; use clip_norm")
                 torch.nn.utils.clip_grad_value_(params, config.clip_value)
             if config.clip_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, config.clip_norm)
+                _clip_by_norm(params, _grad_norm(params) if config.clip_value is not None else norm, config.clip_norm)
+            for opt in optimizers:
+                if scaler is not None:
+                    scaler.step(opt)
+                else:
+                    opt.step()
             if scaler is not None:
-                scaler.step(optimizer)
                 scaler.update()
-            else:
-                optimizer.step()
             if scheduler is not None and not plateau:
                 scheduler.step()
             history.step.append(step)
             history.train_loss.append(float(loss.detach()))
             history.grad_norm.append(norm)
-            history.lr.append(optimizer.param_groups[0]["lr"])
+            history.lr.append(optimizers[0].param_groups[0]["lr"])
+            history.train_seconds += time.perf_counter() - t_step
             history.elapsed = elapsed0 + time.perf_counter() - t0
             bar.update(1)
             last = step == start_step + config.steps
@@ -322,6 +346,15 @@ def evaluate_lm(model: nn.Module, ids: torch.Tensor, batch_size: int = 16, seq_l
     return total / count
 
 
+def _state_of(obj):
+    """``state_dict()`` of an optimizer/scheduler, a list of them, or None."""
+    if obj is None:
+        return None
+    if isinstance(obj, (list, tuple)):
+        return [o.state_dict() for o in obj]
+    return obj.state_dict()
+
+
 def save_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, history: History | None = None,
                     extra: dict | None = None) -> None:
     """Save everything needed to resume exactly: weights, optimizer and scheduler state, history, RNG state.
@@ -331,8 +364,8 @@ def save_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, hist
     """
     payload = {
         "model": model.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "optimizer": _state_of(optimizer),
+        "scheduler": _state_of(scheduler),
         "history": history.to_dict() if history is not None else None,
         "torch_rng": torch.get_rng_state(),
         "extra": extra or {},
@@ -359,14 +392,18 @@ def load_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, rest
         raise FileNotFoundError(f"no checkpoint at {path}")
     payload = torch.load(path, map_location=next(model.parameters()).device, weights_only=True)
     model.load_state_dict(payload["model"])
-    if optimizer is not None:
-        if payload["optimizer"] is None:
-            raise ValueError(f"{path} holds no optimizer state")
-        optimizer.load_state_dict(payload["optimizer"])
-    if scheduler is not None:
-        if payload["scheduler"] is None:
-            raise ValueError(f"{path} holds no scheduler state")
-        scheduler.load_state_dict(payload["scheduler"])
+    for name, obj in (("optimizer", optimizer), ("scheduler", scheduler)):
+        if obj is None:
+            continue
+        state = payload[name]
+        if state is None:
+            raise ValueError(f"{path} holds no {name} state")
+        objs = list(obj) if isinstance(obj, (list, tuple)) else [obj]
+        states = state if isinstance(state, list) else [state]
+        if len(objs) != len(states):
+            raise ValueError(f"{path} holds the state of {len(states)} {name}(s), but {len(objs)} were given")
+        for o, st in zip(objs, states):
+            o.load_state_dict(st)
     if restore_rng:
         torch.set_rng_state(payload["torch_rng"].cpu())
     history = History.from_dict(payload["history"]) if payload["history"] is not None else None

@@ -199,3 +199,43 @@ def test_lm_loss_carries_detached_state_and_evaluate_lm_learns_a_cycle():
             lambda m: evaluate_lm(m, ids, 4, 20), quiet(steps=60, eval_every=30))
     assert loss.state is not None and not loss.state.requires_grad
     assert before > 1.3 and h.val_loss[-1] < 0.05
+
+
+def test_two_optimizers_and_sparse_gradients_with_clipping():
+    from rnnlib.optim import SparseAdam, split_sparse_dense
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(50, 8, sparse=True), nn.Flatten(), nn.Linear(24, 1))
+    sparse, dense = split_sparse_dense(model)
+    opts = [SparseAdam(sparse, lr=0.05), torch.optim.Adam(dense, lr=0.05)]
+    x = torch.randint(0, 50, (64, 3))
+    y = x.float().sum(1, keepdim=True) / 75.0
+
+    def loss_fn(m, batch):
+        return ((m(batch[0]) - batch[1]) ** 2).mean()
+
+    emb_before = model[0].weight.detach().clone()
+    h = fit(model, opts, [(x, y)] * 60, loss_fn, None, quiet(steps=60, eval_every=None, clip_norm=10.0))
+    assert h.train_loss[-1] < 0.2 * h.train_loss[0]
+    assert all(n > 0 for n in h.grad_norm)  # sparse gradients counted in the norm
+    untouched = torch.ones(50, dtype=torch.bool)
+    untouched[x.unique()] = False
+    assert torch.equal(model[0].weight[untouched], emb_before[untouched])  # lazy: rows never seen stay put
+    assert 0 < h.seconds_per_step <= h.elapsed / 60
+
+
+def test_clip_norm_matches_torch_clip_grad_norm():
+    torch.manual_seed(0)
+    a, b = nn.Linear(4, 3), nn.Linear(4, 3)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(8, 4) * 10
+    for m in (a, b):
+        (m(x) ** 2).sum().backward()
+    from rnnlib.train import _clip_by_norm, _grad_norm
+
+    norm = _grad_norm(list(a.parameters()))
+    _clip_by_norm(list(a.parameters()), norm, 0.5)
+    torch_norm = torch.nn.utils.clip_grad_norm_(b.parameters(), 0.5)
+    assert math.isclose(norm, float(torch_norm), rel_tol=1e-6)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-6)
