@@ -193,12 +193,12 @@ def lstm_cell_step(x: Tensor, h: Tensor, c: Tensor, weight_ih: Tensor, weight_hh
 def gru_cell_step(x: Tensor, h: Tensor, weight_ih: Tensor, weight_hh: Tensor,
                   bias_ih: Optional[Tensor] = None, bias_hh: Optional[Tensor] = None,
                   reset_after: bool = True) -> Tensor:
-    """One GRU step from the raw input; returns h'.
+    """One GRU step from the raw input; returns ``h'``. Shapes: x (batch, D), h (batch, H), or unbatched.
 
-    r, z = sigmoid(x W_i{r,z}^T + b_i{r,z} + h W_h{r,z}^T + b_h{r,z});
-    n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn))   [reset_after=True, PyTorch]
-      or tanh(x W_in^T + b_in + (r * h) W_hn^T + b_hn)  [reset_after=False, Cho et al. 2014];
-    h' = (1 - z) * n + z * h.  Shapes: x (batch, D), h (batch, H), or unbatched.
+    ``r, z = sigmoid(x W_i{r,z}^T + b_i{r,z} + h W_h{r,z}^T + b_h{r,z})``;
+    ``n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn))`` with ``reset_after=True`` (PyTorch), or
+    ``n = tanh(x W_in^T + b_in + (r * h) W_hn^T + b_hn)`` with ``reset_after=False`` (Cho et al. 2014);
+    ``h' = (1 - z) * n + z * h``.
     """
     return gru_step(F.linear(x, weight_ih, bias_ih), h, weight_hh, bias_hh, reset_after).h
 

@@ -81,7 +81,7 @@ def adding_accuracy(model: nn.Module, seq_len: int, n: int = 1000, tolerance: fl
 
     The sequences are those :func:`rnnlib.tasks.train_adding` validates on (seed ``10_000 + seed``). A model
     that always predicts 1 (the baseline, MSE 1/6) is within 0.04 of the sum about 8% of the time: the sum
-    of two uniform values has a triangular density, 1 at its peak, so P(|sum - 1| < 0.04) = 0.08 - 0.04^2.
+    of two uniform values has a triangular density, 1 at its peak, so ``P(|sum - 1| < 0.04) = 0.08 - 0.04^2``.
     """
     X, y = adding_problem(n, seq_len, seed=10_000 + seed)
     device = next(model.parameters()).device

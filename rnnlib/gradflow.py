@@ -292,7 +292,7 @@ def recurrent_weight(
     kind: str = "orthogonal",
     dtype: Optional[torch.dtype] = None,
 ) -> Tensor:
-    """A random (H, H) recurrent matrix whose spectral radius (largest |eigenvalue|) is ``spectral_radius``.
+    """A random (H, H) recurrent matrix whose spectral radius (the largest eigenvalue modulus) is ``spectral_radius``.
 
     ``kind="orthogonal"``: a random orthogonal matrix times the radius, so every eigenvalue and every
     singular value has that modulus (the cleanest case: the norm changes by exactly the radius per step

@@ -332,9 +332,9 @@ class PaddedRNN(nn.Module):
     ``[forward state at the last real token; backward state after reading the real tokens backwards]``
     (just the first half when unidirectional). Two ways to compute it, with the same parameters:
 
-    * :meth:`forward_packed` (used for ``impl="torch"``): ``pack_padded_sequence``, which only torch.nn
+    * ``forward_packed`` (used for ``impl="torch"``): ``pack_padded_sequence``, which only torch.nn
       layers accept;
-    * :meth:`forward_masked` (used for ``impl="rnnlib"``): the forward direction runs over the padded batch
+    * ``forward_masked`` (used for ``impl="rnnlib"``): the forward direction runs over the padded batch
       (padding comes after the real tokens, so it cannot affect them); the backward direction runs forward
       over :func:`reverse_padded` inputs. Layer by layer, since each layer's input needs both directions
       of the one below; ``torch.func.functional_call`` runs a one-layer template with the weights of layer

@@ -7,8 +7,8 @@ not carried over time, a leak of future inputs...) and gives a hint, without sho
 checker never raises: exceptions, endless loops and ``NotImplementedError`` come back as results.
 :func:`ready` lets a notebook cell run only once the checks it depends on have passed.
 
-One module per exercise: :mod:`.forecasting` (7.1), :mod:`.lstm` (7.2), :mod:`.gru` (7.3),
-:mod:`.bidirectional` (7.4), :mod:`.attention` (7.5); the shared machinery is in :mod:`._core`.
+One module per exercise: ``rnnlib.checks.forecasting`` (7.1), ``.lstm`` (7.2), ``.gru`` (7.3),
+``.bidirectional`` (7.4), ``.attention`` (7.5); the shared machinery is in ``._core``.
 """
 from ._core import CheckResult, ready
 from .attention import check_additive_scores, check_dot_scores, check_masked_softmax
