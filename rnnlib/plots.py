@@ -45,6 +45,13 @@ def new_figure(nrows: int = 1, ncols: int = 1, width: float = 6.4, height: float
     return fig, axes
 
 
+def _figure_and_axes(ax=None, **size):
+    """``(ax.figure, ax)`` when the caller passed axes to draw into, else a new Figure of ``size``."""
+    if ax is not None:
+        return ax.figure, ax
+    return new_figure(**size)
+
+
 def plot_lines(
     series: Mapping[str, Sequence[float]],
     x: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
@@ -61,10 +68,7 @@ def plot_lines(
 
     A legend is drawn when there are several lines (or ``legend=True``).
     """
-    if ax is None:
-        fig, ax = new_figure()
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax)
     for label, ys in series.items():
         ys = _as_numpy(ys)
         xs = x[label] if isinstance(x, Mapping) else x
@@ -85,10 +89,7 @@ def plot_lines(
 
 def plot_history(history, title: str = "Training curves", ax=None, ylabel: str = "loss") -> Figure:
     """Training loss (per step, smoothed) and validation loss (per evaluation) of a :class:`~rnnlib.train.History`."""
-    if ax is None:
-        fig, ax = new_figure()
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax)
     if history.train_loss:
         steps = np.asarray(history.step)
         loss = np.asarray(history.train_loss)
@@ -146,10 +147,7 @@ def plot_heatmap(
     m = _as_numpy(matrix)
     if m.ndim != 2:
         raise ValueError(f"expected a 2-D matrix, got shape {m.shape}")
-    if ax is None:
-        fig, ax = new_figure(width=max(4.0, 0.28 * m.shape[1] + 2), height=max(3.0, 0.28 * m.shape[0] + 1.5))
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax, width=max(4.0, 0.28 * m.shape[1] + 2), height=max(3.0, 0.28 * m.shape[0] + 1.5))
     image = ax.imshow(m, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     for labels, n, set_ticks, set_labels in (
         (col_labels, m.shape[1], ax.set_xticks, ax.set_xticklabels),
@@ -226,8 +224,7 @@ def plot_forecast(
     ylabel: str = "value", ax=None,
 ) -> Figure:
     """The true series (black) and one or more predictions of it."""
-    if ax is None:
-        fig, ax = new_figure()
+    _, ax = _figure_and_axes(ax)
     truth = _as_numpy(truth)
     xs = np.arange(1, len(truth) + 1) if x is None else _as_numpy(x)
     ax.plot(xs, truth, color="black", linewidth=1.0, alpha=0.6, label="truth")
@@ -285,10 +282,7 @@ def plot_lstm_cell(title: str = "Inside an LSTM cell", ax=None) -> Figure:
     """
     from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
 
-    if ax is None:
-        fig, ax = new_figure(width=8.0, height=4.6)
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax, width=8.0, height=4.6)
     ax.set_xlim(-0.6, 11.0)
     ax.set_ylim(-0.6, 6.1)
     ax.set_aspect("equal")
@@ -601,10 +595,7 @@ def plot_runs(
     Validation loss is drawn solid with markers, the smoothed training loss dashed in the same colour,
     so the gap between the two lines of a colour is the run's generalization gap.
     """
-    if ax is None:
-        fig, ax = new_figure()
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax)
     colors = [f"C{i}" for i in range(10)]
     for i, (label, history) in enumerate(histories.items()):
         color = colors[i % len(colors)]
@@ -633,10 +624,7 @@ def plot_histogram(
     ax=None,
 ) -> Figure:
     """Histograms of one or more samples on shared bins (log-spaced if ``logx``), with labelled vertical lines."""
-    if ax is None:
-        fig, ax = new_figure()
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax)
     arrays = {label: _as_numpy(v) for label, v in samples.items()}
     values = np.concatenate([a[np.isfinite(a)] for a in arrays.values()])
     if logx:
@@ -667,10 +655,7 @@ def plot_lr_range(
 
     ``marks[label]`` is the rate chosen from that curve; it is drawn as a dot on the curve.
     """
-    if ax is None:
-        fig, ax = new_figure()
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax)
     for i, (label, (lrs, losses)) in enumerate(curves.items()):
         lrs, losses = _as_numpy(lrs), _as_numpy(losses)
         ok = np.isfinite(losses)
@@ -697,10 +682,7 @@ def plot_gru_cell(reset_after: bool = True, title: str | None = None, ax=None) -
     """
     from matplotlib.patches import Circle, FancyBboxPatch
 
-    if ax is None:
-        fig, ax = new_figure(width=7.5, height=4.4)
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax, width=7.5, height=4.4)
     ax.set_xlim(-0.2, 12.5)
     ax.set_ylim(-0.1, 6.7)
     ax.set_aspect("equal")
@@ -799,10 +781,7 @@ def plot_seed_comparison(groups: Mapping[str, Sequence[float]], title: str = "",
 
     ``groups[label]`` holds one value per run (per seed), so the spread is visible next to the means.
     """
-    if ax is None:
-        fig, ax = new_figure(width=3.6, height=3.6)
-    else:
-        fig = ax.figure
+    fig, ax = _figure_and_axes(ax, width=3.6, height=3.6)
     for k, (label, values) in enumerate(groups.items()):
         v = _as_numpy(list(values))
         offsets = np.linspace(-0.1, 0.1, len(v)) if len(v) > 1 else np.zeros(1)
