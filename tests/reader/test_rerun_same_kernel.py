@@ -21,13 +21,23 @@ TIMING = re.compile(r"\d+(\.\d+)?\s*(ms|s|seconds|it/s|s/it)\b|\d\d:\d\d(<\d\d:\
 NUMBER = re.compile(r"\d+\.\d{3,}")
 
 
+def _as_on_screen(text: str) -> str:
+    """What a terminal shows for `text`: each line keeps only what follows its last carriage return, so a
+    progress bar that redrew itself a different number of times reads the same."""
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+
+
 def _comparable(outputs) -> list[tuple[str, str]]:
     """The outputs as (kind, text), with wall-clock timings masked; widget views are left out (their
-    model ids are random and their state holds rates), images are derived from printed numbers."""
-    kept = []
+    model ids are random and their state holds rates), images are derived from printed numbers.
+
+    The kernel sends printed text in chunks whose boundaries depend on timing: two prints may arrive as
+    one stream output or as two, and stdout and stderr are flushed separately. So each stream's text is
+    joined into one entry (in the order it was printed) and compared as a whole, after the rich outputs."""
+    kept, streams = [], {}
     for out in outputs:
         if out.output_type == "stream":
-            kept.append((out.name, TIMING.sub("<time>", out.text)))
+            streams[out.name] = streams.get(out.name, "") + out.text
         elif out.output_type in ("execute_result", "display_data"):
             data = out.get("data", {})
             if "application/vnd.jupyter.widget-view+json" in data:
@@ -37,6 +47,8 @@ def _comparable(outputs) -> list[tuple[str, str]]:
                     kept.append((mime, TIMING.sub("<time>", data[mime])))
         elif out.output_type == "error":
             kept.append(("error", f"{out.ename}: {out.evalue}"))
+    for name in sorted(streams):
+        kept.append((name, TIMING.sub("<time>", _as_on_screen(streams[name]))))
     return kept
 
 
@@ -62,3 +74,17 @@ def test_second_run_in_the_same_kernel_gives_the_same_results(path, monkeypatch)
     assert NUMBER.search(printed), "the notebook printed no numbers to compare"
     for k, (a, b) in enumerate(zip(first, second)):
         assert a == b, f"{path}: code cell {k + 1} gave different output when run again in the same kernel"
+
+
+def _stream(name, text):
+    return nbformat.v4.new_output("stream", name=name, text=text)
+
+
+def test_comparison_ignores_chunk_boundaries_and_redraws_but_not_content():
+    merged = [_stream("stdout", "25,121 parameters\nloss 4.176\n")]
+    split = [_stream("stdout", "25,121 parameters\n"), _stream("stderr", "10%\r50%\r100% 3.2 s\n"),
+             _stream("stdout", "loss 4.176\n")]
+    redrawn = [_stream("stderr", "100% 2.9 s\n"), _stream("stdout", "25,121 parameters\nloss 4.176\n")]
+    assert _comparable(split) == _comparable(redrawn)
+    assert [o for o in _comparable(split) if o[0] == "stdout"] == _comparable(merged)
+    assert _comparable([_stream("stdout", "25,121 parameters\nloss 4.177\n")]) != _comparable(merged)
