@@ -84,6 +84,26 @@ class History:
         """Wall time of one training step (forward, backward, optimizer), evaluations excluded."""
         return (self.train_seconds or self.elapsed) / max(1, len(self.step))
 
+    def val_loss_at_time(self, seconds: float) -> float:
+        """The validation loss after ``seconds`` of training, read off the validation curve.
+
+        Training time is counted as the run's measured time per step times the step (evaluations
+        excluded, so a slow validation pass does not count against a model), and the loss is interpolated
+        linearly between the two evaluations around it. This is how runs that took different times per
+        step are compared at one wall-clock budget: give each ``min`` of their ``train_seconds``.
+        """
+        if not self.val_loss:
+            raise ValueError("this history has no validation losses: train with eval_every set to record them")
+        times = [s * self.seconds_per_step for s in self.val_step]
+        if not times[0] <= seconds <= times[-1] * (1 + 1e-9):
+            raise ValueError(f"{seconds:.3g} s is outside this run's validation curve, which covers "
+                             f"{times[0]:.3g} to {times[-1]:.3g} s of training; pick a time within it")
+        for k in range(1, len(times)):
+            if seconds <= times[k]:
+                t0, t1, l0, l1 = times[k - 1], times[k], self.val_loss[k - 1], self.val_loss[k]
+                return float(l0 if t1 == t0 else l0 + (l1 - l0) * (seconds - t0) / (t1 - t0))
+        return float(self.val_loss[-1])
+
     def to_dict(self) -> dict:
         return asdict(self)
 

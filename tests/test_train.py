@@ -168,6 +168,21 @@ def test_history_round_trip():
     assert History.from_dict(h.to_dict()) == h
 
 
+def test_val_loss_at_time_interpolates_on_training_time():
+    # 10 steps of 0.5 s each (evaluations not counted), validation at steps 0, 4 and 10
+    h = History(step=list(range(1, 11)), val_step=[0, 4, 10], val_loss=[4.0, 3.0, 1.5], elapsed=9.0,
+                train_seconds=5.0)
+    assert h.val_loss_at_time(0.0) == 4.0
+    assert h.val_loss_at_time(1.0) == pytest.approx(3.5)     # half-way to step 4 (2 s)
+    assert h.val_loss_at_time(2.0) == pytest.approx(3.0)
+    assert h.val_loss_at_time(3.5) == pytest.approx(2.25)
+    assert h.val_loss_at_time(5.0) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="covers 0 to 5 s"):
+        h.val_loss_at_time(6.0)                               # beyond the run: no extrapolation
+    with pytest.raises(ValueError, match="eval_every"):
+        History(step=[1]).val_loss_at_time(0.0)
+
+
 def test_detach_state_handles_tuples():
     h = torch.ones(2, requires_grad=True) * 2
     c = torch.ones(2, requires_grad=True) * 3
