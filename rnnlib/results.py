@@ -3,6 +3,8 @@
 Every chapter ends with a :class:`Results` table. In full mode a figure outside its band fails the cell
 (so a regression cannot slip into the built book); in quick mode, where models train for seconds, only
 entries marked ``always=True`` (parity differences, which do not depend on training) are enforced.
+Entries marked ``timing=True`` (wall-clock figures: speed ratios, losses read at a time budget) are shown
+beside their band but never enforced: they depend on the machine and on what else it is doing.
 When ``RNNLIB_RESULTS_DIR`` is set (``make book`` sets it), the table is also written there as JSON and
 the book's results page collects all of them.
 """
@@ -28,6 +30,11 @@ class Entry:
     high: float
     unit: str = ""
     always: bool = False  # enforce the band in quick mode too
+    timing: bool = False  # a wall-clock figure: shown with its band, never enforced
+
+    @property
+    def enforced(self) -> bool:
+        return not self.timing and (self.always or mode() == "full")
 
     @property
     def ok(self) -> bool:
@@ -60,18 +67,27 @@ class Results:
         self.entries: list[Entry] = []
         self.started = time.time()
 
-    def add(self, name: str, value: float, band: tuple[float, float], unit: str = "", always: bool = False) -> float:
+    def add(
+        self,
+        name: str,
+        value: float,
+        band: tuple[float, float],
+        unit: str = "",
+        always: bool = False,
+        timing: bool = False,
+    ) -> float:
         low, high = band
         if low > high:
             raise ValueError(f"band for {name!r} is empty: {band}")
+        if always and timing:
+            raise ValueError(f"{name!r}: a timing entry is never enforced, so it cannot be always=True")
         value = float(value)
         self.entries = [e for e in self.entries if e.name != name]
-        self.entries.append(Entry(name, value, float(low), float(high), unit, always))
+        self.entries.append(Entry(name, value, float(low), float(high), unit, always, timing))
         return value
 
     def failures(self) -> list[Entry]:
-        enforce_all = mode() == "full"
-        return [e for e in self.entries if (enforce_all or e.always) and not e.ok]
+        return [e for e in self.entries if e.enforced and not e.ok]
 
     def check(self) -> None:
         """Raise ``AssertionError`` listing every enforced entry outside its band; save first if asked."""
@@ -86,15 +102,22 @@ class Results:
                 "that produce these figures."
             )
 
+    @staticmethod
+    def _status(e: Entry) -> str:
+        if e.ok:
+            return "ok"
+        if e.enforced:
+            return "FAIL"
+        return "outside (timing, not enforced)" if e.timing else "outside (quick mode)"
+
     def rows(self) -> list[dict]:
-        enforce_all = mode() == "full"
         return [
             {
                 "result": e.name,
                 "value": _fmt(e.value),
                 "unit": e.unit,
                 "expected": e.band(),
-                "status": "ok" if e.ok else ("FAIL" if (enforce_all or e.always) else "outside (quick mode)"),
+                "status": self._status(e),
             }
             for e in self.entries
         ]
@@ -132,7 +155,7 @@ class Results:
             "torch": torch.__version__,
             "python": platform.python_version(),
             "seconds": round(time.time() - self.started, 1),
-            "entries": [asdict(e) | {"ok": e.ok} for e in self.entries],
+            "entries": [asdict(e) | {"ok": e.ok, "status": self._status(e)} for e in self.entries],
         }
         target = path / f"{slug}.json"
         tmp = target.with_suffix(".json.part")

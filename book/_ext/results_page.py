@@ -40,7 +40,7 @@ def _render(folder: Path | None) -> str:
         rows = []
         for e in data["entries"]:
             band = f"[{e['low']:.4g}, {e['high']:.4g}]"
-            status = "ok" if e["ok"] else ("outside" if data["mode"] == "quick" and not e["always"] else "FAIL")
+            status = e.get("status") or ("ok" if e["ok"] else ("outside" if data["mode"] == "quick" and not e["always"] else "FAIL"))
             rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in
                         (e["name"], f"{e['value']:.4g}", e["unit"], band, status)) + "</tr>")
         parts.append(
