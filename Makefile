@@ -23,6 +23,8 @@ help:
 	@echo "make clean       remove build outputs (keeps .venv and the data cache)"
 
 $(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "make needs Python 3.11 or newer for the pinned environment (found " + sys.version.split()[0] + " at " + sys.executable + "); install it, or run: make PYTHON=/path/to/python3.11 test")'
+	@command -v npm >/dev/null 2>&1 || echo "note: npm (Node.js) is missing; make book and make test fetch the book's offline MathJax and widget scripts with it"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
@@ -32,7 +34,7 @@ $(STAMP): requirements.txt pyproject.toml
 venv: $(STAMP)
 
 data: $(STAMP)
-	$(PY) -m rnnlib.data
+	$(PY) -c "import sys, rnnlib.data; sys.exit(rnnlib.data.main())"
 
 test: data
 	$(MAKE) test-unit test-notebooks test-book

@@ -120,8 +120,13 @@ def _verify(path: Path, expected: str, origin: str) -> None:
         )
 
 
-def _get(url: str, retries: int = 3, timeout: float = 30.0, backoff: float = 1.0):
-    """GET ``url`` with retries; returns a streaming ``requests.Response`` whose status is OK."""
+def _download_to_temp(url: str, folder: Path, label: str, retries: int = 3, timeout: float = 30.0,
+                      backoff: float = 1.0) -> Path:
+    """GET ``url`` into a temporary file in ``folder`` (progress bar), retrying the whole transfer.
+
+    A connection that drops part-way counts as a failed attempt like a refused one: the partial file is
+    deleted and the download starts again. After ``retries`` failures, :class:`DownloadError`.
+    """
     import requests  # imported here so that `import rnnlib` stays light
 
     last: Exception | None = None
@@ -129,12 +134,12 @@ def _get(url: str, retries: int = 3, timeout: float = 30.0, backoff: float = 1.0
         try:
             response = requests.get(url, stream=True, timeout=timeout)
             response.raise_for_status()
-            return response
+            return _stream_to_temp(response, folder, label)
         except requests.RequestException as exc:
             last = exc
             if attempt + 1 < retries:
                 time.sleep(backoff * 2**attempt)
-    raise DownloadError(str(last))
+    raise DownloadError(f"{last} (after {retries} attempts)")
 
 
 def _stream_to_temp(response, folder: Path, label: str) -> Path:
@@ -160,7 +165,13 @@ def _stream_to_temp(response, folder: Path, label: str) -> Path:
 def _place(tmp: Path, target: Path, expected: str, origin: str) -> None:
     """Rename ``tmp`` to ``target`` if its digest is right; otherwise delete it and raise."""
     try:
-        _verify(tmp, expected, origin)
+        actual = sha256_of(tmp)
+        if actual != expected:
+            raise ChecksumError(
+                f"The file downloaded from {origin} for {target} has SHA-256 {actual}, expected {expected}. "
+                "It was not saved. The server may have sent an error page or a different version: try again "
+                f"later, or download it by hand, check it, and place it at {target}."
+            )
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -168,8 +179,7 @@ def _place(tmp: Path, target: Path, expected: str, origin: str) -> None:
 
 def _download(dataset: Dataset, folder: Path) -> None:
     """Download ``dataset`` into ``folder`` (every file verified, written atomically)."""
-    response = _get(dataset.url)
-    tmp = _stream_to_temp(response, folder, f"{dataset.name}")
+    tmp = _download_to_temp(dataset.url, folder, dataset.name)
     if dataset.zip_prefix is None:
         (name, expected), = dataset.files.items()
         _place(tmp, folder / name, expected, dataset.url)
@@ -231,7 +241,7 @@ def fetch(name: str) -> Path:
     if not missing:
         return folder
 
-    if os.environ.get("RNNLIB_OFFLINE", "0") not in ("", "0"):
+    if os.environ.get("RNNLIB_OFFLINE", "0").strip().lower() not in ("", "0", "false", "no", "off"):
         raise DownloadError(_offline_message(dataset, folder, "RNNLIB_OFFLINE is set, so the network is not used."))
     try:
         _download(dataset, folder)

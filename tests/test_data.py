@@ -68,14 +68,32 @@ def test_digest_mismatch_is_refused_and_nothing_is_cached(fake):
         data.fetch("fake")
     assert GOOD_SHA in str(info.value)
     assert hashlib.sha256(b"a different file").hexdigest() in str(info.value)
+    assert ".part" not in str(info.value)  # names the target, not a temporary file that is gone
     assert list(fake["cache"].iterdir()) == []
 
 
 def test_interrupted_download_leaves_no_file(fake):
     fake["serve"](FakeResponse(GOOD, fail_after=640))
-    with pytest.raises(requests.ConnectionError):
+    with pytest.raises(DownloadError) as info:
         data.fetch("fake")
-    assert list(fake["cache"].iterdir()) == []
+    assert list(fake["cache"].iterdir()) == []  # neither a partial file nor a complete-looking one
+    assert len(fake["calls"]) == 3  # a transfer that drops part-way is retried like a refused one
+    message = str(info.value)
+    assert "connection reset by peer" in message and "https://example.org/fake.txt" in message
+    assert str(fake["cache"] / "fake.txt") in message  # says where to place the file by hand
+
+
+def test_dropped_transfer_is_retried_and_then_succeeds(fake, monkeypatch):
+    responses = [FakeResponse(GOOD, fail_after=640), FakeResponse(GOOD)]
+
+    def get(url, stream, timeout):
+        fake["calls"].append(url)
+        return responses.pop(0)
+
+    monkeypatch.setattr(requests, "get", get)
+    folder = data.fetch("fake")
+    assert (folder / "fake.txt").read_bytes() == GOOD and len(fake["calls"]) == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["fake.txt"]
 
 
 def test_offline_error_names_url_cache_and_what_to_do(fake):
@@ -89,8 +107,9 @@ def test_offline_error_names_url_cache_and_what_to_do(fake):
     assert len(fake["calls"]) == 3  # retried
 
 
-def test_offline_switch_never_calls_the_network(fake, monkeypatch):
-    monkeypatch.setenv("RNNLIB_OFFLINE", "1")
+@pytest.mark.parametrize("value", ["1", "true", "yes"])
+def test_offline_switch_never_calls_the_network(fake, monkeypatch, value):
+    monkeypatch.setenv("RNNLIB_OFFLINE", value)
     fake["serve"](AssertionError("network used"))
     with pytest.raises(DownloadError, match="RNNLIB_OFFLINE"):
         data.fetch("fake")
