@@ -95,19 +95,22 @@ class SparseAdam(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # Every gradient is checked before any parameter moves, so a refused step changes nothing.
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            lr = float(group["lr"])
             for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if not p.grad.is_sparse:
+                if p.grad is not None and not p.grad.is_sparse:
                     raise RuntimeError(
                         f"SparseAdam got a dense gradient for a parameter of shape {tuple(p.shape)}. "
                         "It only accepts sparse gradients: create the embedding with nn.Embedding(..., sparse=True) "
                         "and give the model's other (dense) parameters to a dense optimizer such as "
                         "torch.optim.Adam (rnnlib.optim.split_sparse_dense(model) separates them)."
                     )
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            lr = float(group["lr"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
                 state = self.state[p]
                 if len(state) == 0:
                     state["step"] = 0

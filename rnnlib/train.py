@@ -208,9 +208,11 @@ def fit(
         nonlocal evals_without_improvement, best_state
         was_training = model.training
         model.eval()
-        with torch.no_grad():
-            value = float(val_fn(model))
-        model.train(was_training)
+        try:
+            with torch.no_grad():
+                value = float(val_fn(model))
+        finally:  # an interrupt during validation must not leave the model in eval mode
+            model.train(was_training)
         history.val_step.append(step)
         history.val_loss.append(value)
         if value < history.best_val_loss - config.min_delta:

@@ -117,6 +117,20 @@ def test_dense_gradient_raises_with_advice():
         opt.step()
 
 
+def test_refused_step_moves_no_parameter():
+    """A group holding a sparse-gradient and a dense-gradient parameter: torch refuses the step before
+    touching either, and so does ours."""
+    for make in (SparseAdam, torch.optim.SparseAdam):
+        torch.manual_seed(0)
+        sparse_emb, dense_emb = nn.Embedding(5, 2, sparse=True), nn.Embedding(5, 2)
+        before = sparse_emb.weight.detach().clone()
+        opt = make([sparse_emb.weight, dense_emb.weight])
+        (sparse_emb(torch.tensor([1, 2])).sum() + dense_emb(torch.tensor([0])).sum()).backward()
+        with pytest.raises((RuntimeError, ValueError)):
+            opt.step()
+        assert torch.equal(sparse_emb.weight, before), make.__module__
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -116,6 +116,19 @@ def test_keyboard_interrupt_keeps_model_and_history(capsys):
     assert "interrupted after step 5" in capsys.readouterr().out
 
 
+def test_interrupt_during_validation_leaves_the_model_in_training_mode(capsys):
+    model = nn.Linear(4, 1)
+    batches, loss_fn, _ = regression_task()
+
+    def interrupted_validation(m):
+        raise KeyboardInterrupt
+
+    h = fit(model, torch.optim.SGD(model.parameters(), lr=0.01), batches, loss_fn, interrupted_validation,
+            quiet(steps=50, eval_every=3))
+    assert h.interrupted and model.training
+    assert "interrupted" in capsys.readouterr().out
+
+
 def test_non_finite_loss_says_what_to_do():
     model = nn.Linear(4, 1)
     batches, _, _ = regression_task()
