@@ -1,6 +1,8 @@
 """Manual BPTT (rnnlib.bptt) against autograd and nn.RNN, in float64."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,6 +10,9 @@ import torch.nn.functional as F
 from rnnlib.bptt import RNNParams, bptt, contribution_matrix, forward
 
 DT = torch.float64
+
+# float64 everywhere: what differs beyond rounding is a bug.
+assert_close64 = functools.partial(torch.testing.assert_close, rtol=1e-10, atol=1e-10)
 
 
 def make_problem(T, B, D, H, Q, loss, seed=0, with_h0=False):
@@ -59,13 +64,13 @@ def test_bptt_matches_autograd(loss, shape, with_h0):
     X, Y, params, H0 = make_problem(*shape, loss=loss, with_h0=with_h0)
     res = bptt(X, Y, params, H0=H0, loss=loss)
     L, grads, dH, dH0, O = autograd_reference(X, Y, params, H0, loss)
-    torch.testing.assert_close(res.loss, L)
+    assert_close64(res.loss, L)
     assert set(res.grads) == {"W_xh", "W_hh", "b_h", "W_hq", "b_q"}
     for name in grads:
-        torch.testing.assert_close(res.grads[name], grads[name], msg=name)
-    torch.testing.assert_close(res.dH, dH)
-    torch.testing.assert_close(res.dH0, dH0)
-    torch.testing.assert_close(forward(X, params, H0)[0], O)
+        assert_close64(res.grads[name], grads[name], msg=name)
+    assert_close64(res.dH, dH)
+    assert_close64(res.dH0, dH0)
+    assert_close64(forward(X, params, H0)[0], O)
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
@@ -73,11 +78,11 @@ def test_per_step_contributions_sum_to_gradient(loss):
     X, Y, params, H0 = make_problem(9, 3, 2, 4, 5, loss=loss, with_h0=True)
     res = bptt(X, Y, params, H0=H0, loss=loss)
     assert res.W_hh_per_step.shape == (9, 4, 4)
-    torch.testing.assert_close(res.W_hh_per_step.sum(0), res.grads["W_hh"])
+    assert_close64(res.W_hh_per_step.sum(0), res.grads["W_hh"])
     # The contribution of step t is H_{t-1}^T (dH_t * (1 - H_t^2)).
     _, H, _ = forward(X, params, H0)
     t = 4
-    torch.testing.assert_close(res.W_hh_per_step[t - 1], H[t - 1].T @ (res.dH[t - 1] * (1 - H[t] ** 2)))
+    assert_close64(res.W_hh_per_step[t - 1], H[t - 1].T @ (res.dH[t - 1] * (1 - H[t] ** 2)))
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
@@ -86,29 +91,29 @@ def test_truncated_bptt_matches_detached_autograd(loss, truncate):
     X, Y, params, H0 = make_problem(10, 2, 3, 5, 4, loss=loss, with_h0=True)
     res = bptt(X, Y, params, H0=H0, loss=loss, truncate=truncate)
     L, grads, dH, dH0, _ = autograd_reference(X, Y, params, H0, loss, truncate=truncate)
-    torch.testing.assert_close(res.loss, L)
+    assert_close64(res.loss, L)
     for name in grads:
-        torch.testing.assert_close(res.grads[name], grads[name], msg=name)
-    torch.testing.assert_close(res.dH, dH)
-    torch.testing.assert_close(res.dH0, dH0)
-    torch.testing.assert_close(res.W_hh_per_step.sum(0), res.grads["W_hh"])
+        assert_close64(res.grads[name], grads[name], msg=name)
+    assert_close64(res.dH, dH)
+    assert_close64(res.dH0, dH0)
+    assert_close64(res.W_hh_per_step.sum(0), res.grads["W_hh"])
 
     full = bptt(X, Y, params, H0=H0, loss=loss)
-    torch.testing.assert_close(full.loss, res.loss)  # truncation changes gradients, not the loss
+    assert_close64(full.loss, res.loss)  # truncation changes gradients, not the loss
     assert not torch.allclose(full.grads["W_hh"], res.grads["W_hh"])
     assert not torch.allclose(full.grads["W_xh"], res.grads["W_xh"])
     # The output layer only sees H_t, which truncation does not change.
-    torch.testing.assert_close(full.grads["W_hq"], res.grads["W_hq"])
+    assert_close64(full.grads["W_hq"], res.grads["W_hq"])
     # The last chunk receives no gradient from beyond the sequence, so its dH are unaffected.
     last = ((10 - 1) // truncate) * truncate
-    torch.testing.assert_close(full.dH[last:], res.dH[last:])
+    assert_close64(full.dH[last:], res.dH[last:])
 
 
 def test_truncate_longer_than_sequence_is_full_bptt():
     X, Y, params, H0 = make_problem(6, 2, 3, 4, 5, loss="cross_entropy")
     a, b = bptt(X, Y, params), bptt(X, Y, params, truncate=6)
-    torch.testing.assert_close(a.grads["W_hh"], b.grads["W_hh"])
-    torch.testing.assert_close(a.dH, b.dH)
+    assert_close64(a.grads["W_hh"], b.grads["W_hh"])
+    assert_close64(a.dH, b.dH)
 
 
 def test_contribution_matrix_structure():
@@ -122,7 +127,7 @@ def test_contribution_matrix_structure():
     trunc = contribution_matrix(X, Y, params, H0=H0, loss="mse", truncate=3)
     chunk = torch.arange(8) // 3
     same_chunk = chunk[:, None] == chunk[None, :]
-    torch.testing.assert_close(trunc[same_chunk], full[same_chunk])
+    assert_close64(trunc[same_chunk], full[same_chunk])
     assert torch.all(trunc[~same_chunk] == 0)
 
 
@@ -154,7 +159,7 @@ def per_step_copies_reference(X, Y, params, loss, truncate=None):
 def test_contribution_matrix_matches_autograd_with_per_step_weights(loss, truncate):
     X, Y, params, _ = make_problem(6, 2, 3, 4, 5, loss=loss, seed=3)
     ours = contribution_matrix(X, Y, params, loss=loss, truncate=truncate)
-    torch.testing.assert_close(ours, per_step_copies_reference(X, Y, params, loss, truncate))
+    assert_close64(ours, per_step_copies_reference(X, Y, params, loss, truncate))
 
 
 def test_no_autograd_graph_even_when_inputs_require_grad():
@@ -166,7 +171,7 @@ def test_no_autograd_graph_even_when_inputs_require_grad():
     leafy = RNNParams(**{k: v.clone().requires_grad_() for k, v in params.as_dict().items()})
     res2 = bptt(X.clone().requires_grad_(), Y, leafy, H0=H0)
     assert res2.loss.grad_fn is None and not res2.grads["W_hh"].requires_grad
-    torch.testing.assert_close(res2.grads["W_hh"], res.grads["W_hh"])
+    assert_close64(res2.grads["W_hh"], res.grads["W_hh"])
 
 
 def test_from_torch_round_trip_matches_nn_rnn():
@@ -180,17 +185,17 @@ def test_from_torch_round_trip_matches_nn_rnn():
     O, H, _ = forward(X, params, H0)
     with torch.no_grad():
         out, h_n = rnn(X, H0.unsqueeze(0))
-        torch.testing.assert_close(O, linear(out))
-    torch.testing.assert_close(H[1:], out)
-    torch.testing.assert_close(H[-1], h_n[0])
+        assert_close64(O, linear(out))
+    assert_close64(H[1:], out)
+    assert_close64(H[-1], h_n[0])
 
     rnn2, linear2 = params.to_torch()
     with torch.no_grad():
         out2, _ = rnn2(X, H0.unsqueeze(0))
-        torch.testing.assert_close(linear2(out2), O)
+        assert_close64(linear2(out2), O)
     back = RNNParams.from_torch(rnn2, linear2)
     for name, value in params.as_dict().items():
-        torch.testing.assert_close(getattr(back, name), value)
+        assert_close64(getattr(back, name), value)
 
 
 def test_bptt_matches_autograd_through_nn_rnn():
@@ -200,11 +205,11 @@ def test_bptt_matches_autograd_through_nn_rnn():
     O = linear(out)
     F.cross_entropy(O.reshape(-1, 5), Y.reshape(-1)).backward()
     res = bptt(X, Y, params, H0=H0)
-    torch.testing.assert_close(res.grads["W_xh"], rnn.weight_ih_l0.grad.T)
-    torch.testing.assert_close(res.grads["W_hh"], rnn.weight_hh_l0.grad.T)
-    torch.testing.assert_close(res.grads["b_h"], rnn.bias_hh_l0.grad)
-    torch.testing.assert_close(res.grads["W_hq"], linear.weight.grad.T)
-    torch.testing.assert_close(res.grads["b_q"], linear.bias.grad)
+    assert_close64(res.grads["W_xh"], rnn.weight_ih_l0.grad.T)
+    assert_close64(res.grads["W_hh"], rnn.weight_hh_l0.grad.T)
+    assert_close64(res.grads["b_h"], rnn.bias_hh_l0.grad)
+    assert_close64(res.grads["W_hq"], linear.weight.grad.T)
+    assert_close64(res.grads["b_q"], linear.bias.grad)
 
 
 def test_from_torch_rejects_unsupported_modules():

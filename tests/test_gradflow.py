@@ -1,6 +1,7 @@
 """rnnlib.gradflow against plain autograd loops and known spectra."""
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -18,6 +19,9 @@ from rnnlib.gradflow import (
 )
 
 DT = torch.float64
+
+# float64 everywhere: what differs beyond rounding is a bug.
+assert_close64 = functools.partial(torch.testing.assert_close, rtol=1e-10, atol=1e-10)
 
 
 def reference_norms(cell, x, v, is_lstm, loss_fn=None):
@@ -71,10 +75,10 @@ def test_state_grad_norms_match_a_plain_autograd_loop(kind):
     assert set(ours) == set(ref)
     for key in ref:
         assert ours[key].shape == (7,)
-        torch.testing.assert_close(ours[key], ref[key])
+        assert_close64(ours[key], ref[key])
     # The cell itself gives the same numbers.
     for key, value in state_grad_norms(cell_from_layer(layer), x).items():
-        torch.testing.assert_close(value, ref[key])
+        assert_close64(value, ref[key])
 
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
@@ -86,7 +90,7 @@ def test_state_grad_norms_with_a_callable_loss_include_the_direct_path(kind):
     ours = state_grad_norms(layer, x, loss=loss)
     ref = reference_norms(cell_from_layer(layer), x, None, kind == "LSTM", loss_fn=loss)
     for key in ref:
-        torch.testing.assert_close(ours[key], ref[key])
+        assert_close64(ours[key], ref[key])
     # With only the last state in the loss, the gradients differ (no direct terms).
     assert not torch.allclose(ours["h"], state_grad_norms(layer, x)["h"])
 
@@ -128,9 +132,9 @@ def test_rnnlib_layers_give_the_same_norms():
         ours.load_state_dict(theirs.state_dict())
         a, b = state_grad_norms(ours, x), state_grad_norms(theirs, x)
         for key in b:
-            torch.testing.assert_close(a[key], b[key])
+            assert_close64(a[key], b[key])
     rnn = layers.RNN(3, 4, dtype=DT)
-    torch.testing.assert_close(step_jacobians(rnn, x[:, :1]), analytic_rnn_jacobians(rnn, x[:, :1]))
+    assert_close64(step_jacobians(rnn, x[:, :1]), analytic_rnn_jacobians(rnn, x[:, :1]))
 
 
 def test_small_spectral_radius_vanishes_large_radius_relu_explodes():
@@ -149,9 +153,9 @@ def test_small_spectral_radius_vanishes_large_radius_relu_explodes():
 def test_recurrent_weight_has_the_requested_spectral_radius(kind, radius):
     W = recurrent_weight(24, radius, seed=4, kind=kind, dtype=DT)
     assert W.shape == (24, 24)
-    torch.testing.assert_close(torch.linalg.eigvals(W).abs().max(), torch.tensor(radius, dtype=DT))
+    assert_close64(torch.linalg.eigvals(W).abs().max(), torch.tensor(radius, dtype=DT))
     if kind == "orthogonal":
-        torch.testing.assert_close(W @ W.T, radius**2 * torch.eye(24, dtype=DT))
+        assert_close64(W @ W.T, radius**2 * torch.eye(24, dtype=DT))
     assert torch.equal(W, recurrent_weight(24, radius, seed=4, kind=kind, dtype=DT))
     assert not torch.equal(W, recurrent_weight(24, radius, seed=5, kind=kind, dtype=DT))
 
@@ -174,7 +178,7 @@ def test_step_jacobians_equal_the_analytic_rnn_jacobians(nonlinearity, module):
     x = torch.randn(8, 3, dtype=DT)
     J = step_jacobians(m, x)
     assert J.shape == (8, 6, 6)
-    torch.testing.assert_close(J, analytic_rnn_jacobians(m, x))
+    assert_close64(J, analytic_rnn_jacobians(m, x))
     # After one step the product is J_1 = diag(phi'(A_1)) weight_hh, from the first state alone.
     weight_hh = m.weight_hh_l0 if module == "layer" else m.weight_hh
     with torch.no_grad():
@@ -182,8 +186,8 @@ def test_step_jacobians_equal_the_analytic_rnn_jacobians(nonlinearity, module):
     d = 1 - h1**2 if nonlinearity == "tanh" else (h1 > 0).to(DT)
     J1 = d[:, None] * weight_hh.detach()
     out = jacobian_norms(m, x)
-    torch.testing.assert_close(out["spectral_norm"][0], torch.linalg.matrix_norm(J1, ord=2))
-    torch.testing.assert_close(out["spectral_radius"][0], torch.linalg.eigvals(J1).abs().max())
+    assert_close64(out["spectral_norm"][0], torch.linalg.matrix_norm(J1, ord=2))
+    assert_close64(out["spectral_radius"][0], torch.linalg.eigvals(J1).abs().max())
 
 
 def test_jacobian_norms_products_in_both_directions():
@@ -193,9 +197,9 @@ def test_jacobian_norms_products_in_both_directions():
     J = step_jacobians(m, x)
     forward = jacobian_norms(m, x)
     backward = jacobian_norms(m, x, from_end=True)
-    torch.testing.assert_close(forward["spectral_norm"][2], torch.linalg.matrix_norm(J[2] @ J[1] @ J[0], ord=2))
-    torch.testing.assert_close(backward["spectral_norm"][2], torch.linalg.matrix_norm(J[4] @ J[3] @ J[2], ord=2))
-    torch.testing.assert_close(forward["spectral_norm"][-1], backward["spectral_norm"][-1])
+    assert_close64(forward["spectral_norm"][2], torch.linalg.matrix_norm(J[2] @ J[1] @ J[0], ord=2))
+    assert_close64(backward["spectral_norm"][2], torch.linalg.matrix_norm(J[4] @ J[3] @ J[2], ord=2))
+    assert_close64(forward["spectral_norm"][-1], backward["spectral_norm"][-1])
 
 
 def test_lstm_jacobian_covers_hidden_and_cell_state():
@@ -206,7 +210,7 @@ def test_lstm_jacobian_covers_hidden_and_cell_state():
     assert J.shape == (4, 6, 6)
     # dc_t/dc_{t-1} = diag(f_t): diagonal, entries in (0, 1).
     dc_dc = J[0, 3:, 3:]
-    torch.testing.assert_close(dc_dc, torch.diag(torch.diagonal(dc_dc)))
+    assert_close64(dc_dc, torch.diag(torch.diagonal(dc_dc)))
     assert torch.all((torch.diagonal(dc_dc) > 0) & (torch.diagonal(dc_dc) < 1))
     with pytest.raises(ValueError, match="batch 1"):
         step_jacobians(m, torch.randn(4, 2, 2, dtype=DT))

@@ -85,14 +85,23 @@ def test_layer_matches_torch(kind, num_layers, bidirectional, batch_first, batch
         torch.testing.assert_close(grads[key], ref_grads[key], **TOL, msg=f"gradient of {key}")
 
 
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("kind", list(KINDS))
-@pytest.mark.parametrize("bias", [True, False])
-def test_torch_loads_our_state_dict(kind, bias):
-    ours, ref = _pair(kind, load_into_ours=False, num_layers=2, bidirectional=True, bias=bias)
-    x = torch.randn(L, N, D_IN, dtype=F64)
-    out, ref_out = ours(x)[0], ref(x)[0]
-    assert out.shape == (L, N, 2 * H)
-    torch.testing.assert_close(out, ref_out, **TOL)
+def test_torch_loads_our_state_dict(kind, num_layers, bidirectional, bias):
+    """The other direction: torch.nn loads rnnlib's state dict; outputs, states and gradients match."""
+    config = {"num_layers": num_layers, "bidirectional": bidirectional, "bias": bias}
+    ours, ref = _pair(kind, load_into_ours=False, **config)
+    x, hx = _inputs(kind, num_layers, bidirectional, False, True, True)
+    values, grads = _run(ours, kind, x, hx)
+    ref_values, ref_grads = _run(ref, kind, x, hx)
+    assert values[0].shape == (L, N, (2 if bidirectional else 1) * H)
+    for value, ref_value in zip(values, ref_values, strict=True):
+        torch.testing.assert_close(value, ref_value, **TOL)
+    assert grads.keys() == ref_grads.keys()
+    for key in grads:
+        torch.testing.assert_close(grads[key], ref_grads[key], **TOL, msg=f"gradient of {key}")
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
