@@ -18,7 +18,9 @@ optimizer step to the same weights, so the replicas stay identical without ever 
 (DDP broadcasts rank 0's initial weights once, when it wraps the model). ``tests/test_distributed.py``
 checks this in float64: two processes end with the parameters of one process on the combined batch.
 
-Backends: ``gloo`` on CPU, ``nccl`` on CUDA GPUs (one GPU per rank, ``cuda:LOCAL_RANK``). torchrun starts
+Backends: ``nccl`` on CUDA GPUs (one GPU per rank, ``cuda:LOCAL_RANK``) when the machine has at least as
+many GPUs as processes, ``gloo`` on the CPU otherwise (for example two processes on a one-GPU machine), or
+as ``--backend`` asks; rank 0 prints which backend and device it used. torchrun starts
 the processes and gives each ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
 without them (plain ``python -m``) the script trains in one process with no process group.
 
@@ -49,7 +51,7 @@ from .models import CharLM
 from .text import Vocab, random_batches, train_val_split
 from .train import count_parameters, evaluate_lm
 
-__all__ = ["Options", "parse_args", "shard", "train", "main"]
+__all__ = ["Options", "parse_args", "shard", "pick_backend", "train", "main"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -73,7 +75,7 @@ class Options:
     val_chars: int = 20_000     # characters of validation text scored at the end (0: skip)
     log_every: int = 50         # rank 0 prints the loss every this many steps
     save: str = ""              # rank 0 saves {"model", "options", "vocab", ...} here when done ("" = no)
-    backend: str = ""           # "gloo" or "nccl"; "" = nccl on CUDA, gloo otherwise
+    backend: str = ""           # "gloo" or "nccl"; "" = nccl if there is a GPU per process, gloo (CPU) otherwise
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -100,7 +102,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
     add("--val-chars", type=int, default=d.val_chars, help="validation characters scored at the end (0: skip)")
     add("--log-every", type=int, default=d.log_every, help="rank 0 prints the loss every this many steps")
     add("--save", default=d.save, help="rank 0 saves the weights and a summary here ('': do not save)")
-    add("--backend", choices=("", "gloo", "nccl"), default=d.backend, help="'' picks nccl on CUDA, gloo otherwise")
+    add("--backend", choices=("", "gloo", "nccl"), default=d.backend,
+        help="'' picks nccl (cuda:LOCAL_RANK) if there is a GPU per process, gloo on the CPU otherwise")
     return Options(**vars(parser.parse_args(argv)))
 
 
@@ -193,18 +196,43 @@ def train(opts: Options, rank: int = 0, world_size: int = 1, device: torch.devic
     return model, summary
 
 
+def pick_backend(requested: str, world_size: int, local_rank: int,
+                 gpus: int | None = None) -> tuple[str, torch.device, str]:
+    """The backend, this rank's device and a one-line reason, for ``world_size`` processes.
+
+    ``nccl`` on ``cuda:LOCAL_RANK`` needs one GPU per process: it is chosen (with ``requested == ""``)
+    only when ``torch.cuda.device_count()`` is at least the number of processes on this machine;
+    otherwise ``gloo`` on the CPU (two processes on a one-GPU machine would otherwise ask for a
+    ``cuda:1`` that does not exist). ``requested == "gloo"`` forces the CPU; ``"nccl"`` with too few
+    GPUs is an error.
+    """
+    gpus = (torch.cuda.device_count() if torch.cuda.is_available() else 0) if gpus is None else gpus
+    enough = gpus >= world_size
+    if requested == "nccl" and not enough:
+        raise SystemExit(f"--backend nccl needs one CUDA GPU per process: {world_size} processes on this machine, "
+                         f"{gpus} GPU(s) found; use --backend gloo (CPU) or fewer processes")
+    if requested == "gloo" or (requested == "" and not enough):
+        why = ("--backend gloo" if requested == "gloo"
+               else f"{gpus} CUDA GPU(s) for {world_size} processes on this machine")
+        return "gloo", torch.device("cpu"), f"backend gloo on the CPU ({why})"
+    return "nccl", torch.device("cuda", local_rank), (
+        f"backend nccl on cuda:{local_rank} ({gpus} CUDA GPU(s) for {world_size} processes on this machine)")
+
+
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         train(opts)  # not started by torchrun: one process, no process group
         return 0
-    use_cuda = torch.cuda.is_available() and opts.backend != "gloo"
-    backend = opts.backend or ("nccl" if use_cuda else "gloo")
-    if use_cuda:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    # GPUs are per machine, so compare them with the processes on this machine (torchrun sets
+    # LOCAL_WORLD_SIZE; on one machine it equals WORLD_SIZE).
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    backend, device, why = pick_backend(opts.backend, local_world_size, local_rank)
+    if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
+    if int(os.environ["RANK"]) == 0:
+        print(f"using {why}", flush=True)
     dist.init_process_group(backend=backend)  # reads RANK, WORLD_SIZE, MASTER_ADDR/PORT set by torchrun
     try:
         train(opts, rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)

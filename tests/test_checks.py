@@ -214,7 +214,7 @@ class LSTMSlices(s72.LSTMCell):
         return o * torch.tanh(c), c
 
 
-def lstm_variant(order="ifgo", cand=torch.tanh, bias_hh=True, swap=False, use_h=True, tanh_c=True):
+def lstm_variant(order="ifgo", cand=torch.tanh, bias_hh=True, swap=False, use_h=True, tanh_c=True, tanh_gates=""):
     class Variant(s72.LSTMCell):
         def forward(self, x, state=None):
             h, c = state if state is not None else (x.new_zeros(len(x), self.hidden_size),) * 2
@@ -222,7 +222,8 @@ def lstm_variant(order="ifgo", cand=torch.tanh, bias_hh=True, swap=False, use_h=
             if bias_hh:
                 gates = gates + self.bias_hh
             parts = dict(zip(order, gates.chunk(4, -1)))
-            i, f, g, o = torch.sigmoid(parts["i"]), torch.sigmoid(parts["f"]), cand(parts["g"]), torch.sigmoid(parts["o"])
+            gate = {k: torch.tanh if k in tanh_gates else torch.sigmoid for k in "ifo"}  # tanh_gates: a mistake
+            i, f, g, o = gate["i"](parts["i"]), gate["f"](parts["f"]), cand(parts["g"]), gate["o"](parts["o"])
             c = f * c + i * g
             h = o * (torch.tanh(c) if tanh_c else c)
             return (c, h) if swap else (h, c)
@@ -240,6 +241,25 @@ def test_lstm_cell():
     rejects(checks.check_lstm_cell(lstm_variant(swap=True)), "return (c', h')")
     rejects(checks.check_lstm_cell(lstm_variant(use_h=False)), "previous hidden state h is ignored")
     rejects(checks.check_lstm_cell(lstm_variant(tanh_c=False)), "tanh of the new cell state is missing")
+
+
+def test_lstm_cell_wrong_activations():
+    forget = checks.check_lstm_cell(lstm_variant(tanh_gates="f"))
+    rejects(forget, "forget gate f goes through tanh instead of a sigmoid", "other activations are right",
+            "torch.sigmoid for f")
+    assert "candidate" not in forget.message and "output gate" not in forget.message, repr(forget)
+    rejects(checks.check_lstm_cell(lstm_variant(tanh_gates="o")), "output gate o goes through tanh")
+    rejects(checks.check_lstm_cell(lstm_variant(tanh_gates="f", cand=torch.sigmoid)),
+            "forget gate f goes through tanh", "candidate g goes through a sigmoid instead of tanh")
+    rejects(checks.check_lstm_cell(lstm_variant(tanh_gates="ifo", cand=torch.sigmoid)),
+            "swapped everywhere", "i, f and o go through tanh", "candidate g goes through a sigmoid")
+    rejects(checks.check_lstm_cell(lstm_variant(tanh_gates="ifo")), "every gate goes through tanh")
+    rejects(checks.check_lstm_cell(lstm_variant(cand=torch.sigmoid)), "candidate g goes through a sigmoid",
+            "torch.tanh for the candidate g")
+    # i through tanh and g through a sigmoid computes exactly what reading i and g exchanged does
+    rejects(checks.check_lstm_cell(lstm_variant(tanh_gates="i", cand=torch.sigmoid)),
+            "i and the candidate g are exchanged", "i goes through tanh and g through a sigmoid")
+    rejects(checks.check_lstm_cell(lstm_variant(order="gfio")), "order g, f, i, o")
 
 
 def test_lstm_cell_wrong_shapes_and_structure():
@@ -306,7 +326,7 @@ class GRUPerGate(s73.GRUCell):
         return torch.lerp(n, h, z)  # n + z * (h - n) = (1 - z) n + z h
 
 
-def gru_variant(reset_before=False, swap_z=False, b_hn_outside=False, order="rzn"):
+def gru_variant(reset_before=False, swap_z=False, b_hn_outside=False, order="rzn", tanh_gates="", cand=torch.tanh):
     class Variant(s73.GRUCell):
         def forward(self, x, h=None):
             H = self.hidden_size
@@ -314,14 +334,15 @@ def gru_variant(reset_before=False, swap_z=False, b_hn_outside=False, order="rzn
             xs = dict(zip(order, (x @ self.weight_ih.T + self.bias_ih).chunk(3, -1)))
             W = dict(zip(order, self.weight_hh.chunk(3, 0)))
             b = dict(zip(order, self.bias_hh.chunk(3)))
-            r = torch.sigmoid(xs["r"] + h @ W["r"].T + b["r"])
-            z = torch.sigmoid(xs["z"] + h @ W["z"].T + b["z"])
+            gate = {k: torch.tanh if k in tanh_gates else torch.sigmoid for k in "rz"}  # tanh_gates: a mistake
+            r = gate["r"](xs["r"] + h @ W["r"].T + b["r"])
+            z = gate["z"](xs["z"] + h @ W["z"].T + b["z"])
             if reset_before:
-                n = torch.tanh(xs["n"] + (r * h) @ W["n"].T + b["n"])
+                n = cand(xs["n"] + (r * h) @ W["n"].T + b["n"])
             elif b_hn_outside:
-                n = torch.tanh(xs["n"] + r * (h @ W["n"].T) + b["n"])
+                n = cand(xs["n"] + r * (h @ W["n"].T) + b["n"])
             else:
-                n = torch.tanh(xs["n"] + r * (h @ W["n"].T + b["n"]))
+                n = cand(xs["n"] + r * (h @ W["n"].T + b["n"]))
             return z * n + (1 - z) * h if swap_z else (1 - z) * n + z * h
 
     return Variant
@@ -334,6 +355,19 @@ def test_gru_cell():
     rejects(checks.check_gru_cell(gru_variant(swap_z=True)), "z and 1 - z are swapped")
     rejects(checks.check_gru_cell(gru_variant(b_hn_outside=True)), "b_hn is added outside the reset gate")
     rejects(checks.check_gru_cell(gru_variant(order="zrn")), "order z, r, n")
+
+
+def test_gru_cell_wrong_activations():
+    rejects(checks.check_gru_cell(gru_variant(tanh_gates="rz", cand=torch.sigmoid)),
+            "swapped everywhere", "r and z go through tanh", "candidate n goes through a sigmoid")
+    update = checks.check_gru_cell(gru_variant(tanh_gates="z"))
+    rejects(update, "update gate z goes through tanh instead of a sigmoid", "other activations are right",
+            "torch.sigmoid for z")
+    assert "reset gate" not in update.message and "candidate" not in update.message, repr(update)
+    rejects(checks.check_gru_cell(gru_variant(tanh_gates="r")), "reset gate r goes through tanh")
+    rejects(checks.check_gru_cell(gru_variant(cand=torch.sigmoid)), "candidate n goes through a sigmoid")
+    rejects(checks.check_gru_cell(gru_variant(tanh_gates="r", cand=torch.sigmoid)),
+            "reset gate r goes through tanh", "candidate n goes through a sigmoid instead of tanh")
 
 
 def test_gru_cell_returning_a_tuple():

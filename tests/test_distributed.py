@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from rnnlib.distributed import parse_args, shard, train
+from rnnlib.distributed import parse_args, pick_backend, shard, train
 
 
 def small_text(path):
@@ -36,6 +36,17 @@ def test_parse_args_maps_options():
         parse_args(["--dtype", "float16"])
 
 
+def test_pick_backend_needs_a_gpu_per_process():
+    # One GPU, two processes (e.g. Colab): gloo on the CPU, not nccl on a cuda:1 that does not exist.
+    backend, device, _ = pick_backend("", world_size=2, local_rank=1, gpus=1)
+    assert (backend, device) == ("gloo", torch.device("cpu"))
+    backend, device, _ = pick_backend("", world_size=2, local_rank=1, gpus=2)
+    assert (backend, device) == ("nccl", torch.device("cuda", 1))
+    assert pick_backend("gloo", world_size=2, local_rank=0, gpus=4)[:2] == ("gloo", torch.device("cpu"))
+    with pytest.raises(SystemExit, match="one CUDA GPU per process"):
+        pick_backend("nccl", world_size=2, local_rank=0, gpus=1)
+
+
 def test_two_processes_match_one_process_on_the_combined_batch(tmp_path):
     # SGD without clipping: the update is linear in the gradient, so averaging over ranks instead of
     # over the combined batch (or summing, or dropping a shard) would change the parameters.
@@ -52,6 +63,7 @@ def test_two_processes_match_one_process_on_the_combined_batch(tmp_path):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "2 process(es), backend gloo" in run.stdout
+    assert "using backend gloo on the CPU" in run.stdout
     ddp = torch.load(saved, weights_only=True)["model"]
 
     opts = parse_args(args)

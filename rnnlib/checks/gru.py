@@ -10,7 +10,8 @@ The reference is :func:`rnnlib.cells.gru_cell_step`. With the fused weights spli
 
 Typical mistakes it recognizes: the reset gate applied before the product (the paper's variant, which
 ``nn.GRU`` does not compute), ``z`` and ``1 - z`` swapped, ``b_hn`` outside the reset gate, another gate
-order, a wrong activation, a missing bias, the previous state ignored.
+order, a wrong activation (any of the 7 ways of swapping sigmoid and tanh among r, z, n), a missing bias,
+the previous state ignored.
 """
 from __future__ import annotations
 
@@ -55,6 +56,52 @@ def _step(x, h, p, order=GATES, acts="sst", biases=(True, True), use_h=True, b_h
             "zn": z * n}[update]
 
 
+# ------------------------------------------------------------------------------------------------------
+# Wrong activations: each of r, z, n can get the other one of sigmoid / tanh (7 combinations)
+# ------------------------------------------------------------------------------------------------------
+_RIGHT_ACTS = "sst"  # r, z: sigmoid; n: tanh
+_GATE_NAMES = {"r": "the reset gate r", "z": "the update gate z", "n": "the candidate n"}
+
+
+def _activation_swaps() -> list[str]:
+    """Every non-empty set of gates (a string in the order r, z, n) whose activation is swapped;
+    single gates first, the full swap last."""
+    return ["".join(s) for k in range(1, 4) for s in itertools.combinations(GATES, k)]
+
+
+def _swap_acts(wrong: str) -> str:
+    """The ``acts`` of :func:`_step` when the gates in ``wrong`` get the other activation."""
+    return "".join(("t" if a == "s" else "s") if gate in wrong else a for gate, a in zip(GATES, _RIGHT_ACTS))
+
+
+def _activation_text(wrong: str) -> tuple[str, str]:
+    """The message and hint for the gates in ``wrong`` having the wrong activation."""
+    gates = [g for g in wrong if g != "n"]  # gates through tanh instead of a sigmoid
+    candidate = "n" in wrong  # the candidate through a sigmoid instead of tanh
+    if wrong == "n":
+        message = ("The candidate n goes through a sigmoid (so all of r, z and n use a sigmoid); it needs tanh, "
+                   "so that it can be negative.")
+    elif wrong == "rz":
+        message = ("The reset and update gates r and z go through tanh (so all of r, z and n use tanh); "
+                   "gates need a sigmoid, only the candidate n uses tanh.")
+    elif wrong == "rzn":
+        message = ("The activations are swapped everywhere: the reset and update gates r and z go through tanh, "
+                   "and the candidate n goes through a sigmoid.")
+    else:
+        parts = [f"{_GATE_NAMES[g]} goes through tanh instead of a sigmoid" for g in gates]
+        if candidate:
+            parts.append("the candidate n goes through a sigmoid instead of tanh")
+        text = "; and ".join(parts)
+        message = f"{text[0].upper()}{text[1:]}; the other activations are right."
+    hints = []
+    if gates:
+        hints.append(f"Use torch.sigmoid for {' and '.join(gates)}: the gates r and z lie in (0, 1), because r "
+                     "scales the hidden state's contribution and z mixes the old state with the candidate")
+    if candidate:
+        hints.append(("use" if gates else "Use") + " torch.tanh for the candidate n, so that it can be negative")
+    return message, "; ".join(hints) + "."
+
+
 def _mistakes(x, h, p):
     yield Mistake("The reset gate multiplies h before the matrix product, n = tanh(x W_in^T + b_in + (r * h) W_hn^T "
                   "+ b_hn): that is the original paper's GRU, but torch.nn.GRU applies r to the result of the product.",
@@ -73,12 +120,9 @@ def _mistakes(x, h, p):
                           "they are stored in PyTorch's order r, z, n (rows 0:H reset, H:2H update, 2H:3H candidate).",
                           "Split both projections into three chunks in the order r, z, n.",
                           lambda order=order: _step(x, h, p, order=order))
-    for acts, message in (("sss", "The candidate n goes through a sigmoid; it needs tanh."),
-                          ("ttt", "The reset and update gates go through tanh; gates need a sigmoid."),
-                          ("tst", "The reset gate goes through tanh; it needs a sigmoid."),
-                          ("stt", "The update gate goes through tanh; it needs a sigmoid.")):
-        yield Mistake(message, "r and z: torch.sigmoid (values in (0, 1)); the candidate n: torch.tanh.",
-                      lambda acts=acts: _step(x, h, p, acts=acts))
+    for wrong in _activation_swaps():
+        message, hint = _activation_text(wrong)
+        yield Mistake(message, hint, lambda wrong=wrong: _step(x, h, p, acts=_swap_acts(wrong)))
     yield Mistake("The reset gate is computed but never used: n = tanh(x_n + h W_hn^T + b_hn).",
                   "Multiply (h W_hn^T + b_hn) by r inside the candidate.", lambda: _step(x, h, p, use_r=False))
     yield Mistake("h' = n: the update gate does not mix the candidate with the old state.",

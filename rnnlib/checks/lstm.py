@@ -8,7 +8,8 @@ The reference is rnnlib's own LSTM (:mod:`rnnlib.cells`, :mod:`rnnlib.layers`), 
     c' = f * c + i * g,   h' = o * tanh(c')
 
 A wrong cell is diagnosed by recomputing the step under each typical mistake (the 23 other gate orders,
-a sigmoid for the candidate, a missing bias, the state ignored, ...) and naming the one that matches.
+the 15 ways of giving some gates the wrong one of sigmoid / tanh, a missing bias, the state ignored, ...)
+and naming the one that matches.
 """
 from __future__ import annotations
 
@@ -48,31 +49,87 @@ def _step(x, h, c, p, order=GATES, acts="sstS", cell_act=torch.tanh, biases=(Tru
     return h_new, c_new
 
 
+# ------------------------------------------------------------------------------------------------------
+# Wrong activations: each gate can get the other one of sigmoid / tanh (15 combinations; swapping
+# i and g alone is diagnosed together with reading their chunks exchanged, see _mistakes)
+# ------------------------------------------------------------------------------------------------------
+_RIGHT_ACTS = "sstS"  # i, f, o: sigmoid; g: tanh
+_GATE_NAMES = {"i": "the input gate i", "f": "the forget gate f", "g": "the candidate g", "o": "the output gate o"}
+
+
+def _activation_swaps() -> list[str]:
+    """Every non-empty set of gates (as a string in the order i, f, g, o) whose activation is swapped;
+    single gates first, the full swap last."""
+    return ["".join(s) for k in range(1, 5) for s in itertools.combinations(GATES, k)]
+
+
+def _swap_acts(wrong: str) -> str:
+    """The ``acts`` of :func:`_step` when the gates in ``wrong`` get the other activation."""
+    return "".join(("t" if a in "sS" else "s") if gate in wrong else a for gate, a in zip(GATES, _RIGHT_ACTS))
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _activation_text(wrong: str) -> tuple[str, str]:
+    """The message and hint for the gates in ``wrong`` having the wrong activation."""
+    gates = [g for g in wrong if g != "g"]  # gates through tanh instead of a sigmoid
+    candidate = "g" in wrong  # the candidate through a sigmoid instead of tanh
+    if wrong == "g":
+        message = ("The candidate g goes through a sigmoid (so all of i, f, g and o use a sigmoid); it needs tanh, "
+                   "so that it can be negative and write values in (-1, 1) into the cell.")
+    elif wrong == "ifo":
+        message = ("Every gate goes through tanh (all of i, f, g and o use tanh): the input, forget and output "
+                   "gates i, f and o need a sigmoid; only the candidate g uses tanh.")
+    elif wrong == "ifgo":
+        message = ("The activations are swapped everywhere: the input, forget and output gates i, f and o go "
+                   "through tanh, and the candidate g goes through a sigmoid.")
+    else:
+        parts = []
+        if gates:
+            names = _join([_GATE_NAMES[g] for g in gates])
+            parts.append(f"{names} {'goes' if len(gates) == 1 else 'go'} through tanh instead of a sigmoid")
+        if candidate:
+            parts.append("the candidate g goes through a sigmoid instead of tanh")
+        text = "; and ".join(parts)
+        message = f"{text[0].upper()}{text[1:]}; the other activations are right."
+    hints = []
+    if gates:
+        hints.append(f"Use torch.sigmoid for {_join(gates)}: the gates i, f and o lie in (0, 1), because they "
+                     "multiply what they let through")
+    if candidate:
+        hints.append(("use" if gates else "Use") + " torch.tanh for the candidate g, so that it can be negative")
+    hint = "; ".join(hints) + ". The new cell state also goes through tanh on its way into h': h' = o * tanh(c')."
+    return message, hint
+
+
 def _mistakes(x, h, c, p):
     ref = _step(x, h, c, p)
     yield Mistake("You return (c', h'); the cell should return (h', c'), like torch.nn.LSTMCell.",
                   "Swap the two tensors in your return statement.", lambda: (ref[1], ref[0]))
+    # i and g reading each other's chunks gives exactly the output of i through tanh and g through a sigmoid
+    # (c' uses the product i * g), so no input can tell them apart: one message names both.
+    yield Mistake("The input gate i and the candidate g are exchanged: either they read each other's chunks of the "
+                  "fused pre-activation (order g, f, i, o instead of i, f, g, o), or i goes through tanh and g "
+                  "through a sigmoid. Both give the same result, because c' = f * c + i * g only uses their product.",
+                  "Take i from rows 0:H and g from rows 2H:3H of the pre-activation; use torch.sigmoid for i "
+                  "(a gate in (0, 1)) and torch.tanh for g (a candidate that can be negative).",
+                  lambda: _step(x, h, c, p, order="gfio"))
     for order in itertools.permutations(GATES):
         order = "".join(order)
-        if order != GATES:
+        if order not in (GATES, "gfio"):
             yield Mistake(
                 f"Your gates read the four chunks of the fused pre-activation in the order "
                 f"{', '.join(order)}; the weights store them in PyTorch's order i, f, g, o "
                 "(rows 0:H input gate, H:2H forget gate, 2H:3H candidate, 3H:4H output gate).",
                 "Split the (batch, 4H) pre-activation into four chunks in the order i, f, g, o.",
                 lambda order=order: _step(x, h, c, p, order=order))
-    activations = [
-        ("ssss", "The candidate g goes through a sigmoid; it needs tanh, so that it can be negative and "
-                 "write values in (-1, 1) into the cell."),
-        ("ttts", "The input and forget gates go through tanh; gates need a sigmoid, so they lie in (0, 1)."),
-        ("sstt", "The output gate goes through tanh; it needs a sigmoid, so it lies in (0, 1)."),
-        ("tttt", "Every gate goes through tanh; i, f and o need a sigmoid, only the candidate g uses tanh."),
-        ("tsts", "The input gate goes through tanh; it needs a sigmoid."),
-        ("stst", "The forget gate goes through tanh; it needs a sigmoid."),
-    ]
-    for acts, message in activations:
-        yield Mistake(message, "Gates: torch.sigmoid; candidate and the cell output: torch.tanh.",
-                      lambda acts=acts: _step(x, h, c, p, acts=acts))
+    for wrong in _activation_swaps():
+        if wrong == "ig":  # the same output as the exchange of i and g above
+            continue
+        message, hint = _activation_text(wrong)
+        yield Mistake(message, hint, lambda wrong=wrong: _step(x, h, c, p, acts=_swap_acts(wrong)))
     yield Mistake("h' = o * c': the tanh of the new cell state is missing.",
                   "The hidden state is the output gate times tanh(c').", lambda: _step(x, h, c, p, cell_act=None))
     yield Mistake("h' = o * sigmoid(c'): the cell state should go through tanh, not a sigmoid.",
