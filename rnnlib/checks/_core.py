@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import html
+import itertools
 import os
 import signal
 import sys
@@ -31,7 +32,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["CheckResult", "Mistake", "checker", "call", "fail", "todo", "diagnose", "close", "describe",
+__all__ = ["CheckResult", "Mistake", "activation_swaps", "swapped_acts", "checker", "call", "fail", "todo", "diagnose", "close", "describe",
            "expect_tensor", "expect_shape", "ready", "TIME_LIMIT"]
 
 TIME_LIMIT = 10.0  # seconds for one call into the learner's code: far more than any correct answer needs
@@ -352,3 +353,15 @@ def gradients(output: Any, inputs: Sequence[Tensor], generator: torch.Generator)
 GRADIENT_HINT = ("The values are right but gradients do not flow back as they should. Inside forward, do not use "
                  ".detach(), .data, .item(), .numpy() or torch.no_grad(), and do not build new tensors from "
                  "Python numbers computed from the inputs.")
+
+
+def activation_swaps(gates: str) -> list[str]:
+    """Every non-empty set of ``gates`` (a string kept in the gates' order) whose activation a learner may
+    have swapped between sigmoid and tanh: single gates first, all of them last."""
+    return ["".join(s) for k in range(1, len(gates) + 1) for s in itertools.combinations(gates, k)]
+
+
+def swapped_acts(wrong: str, gates: str, right: str) -> str:
+    """``right`` (one letter per gate: ``s``/``S`` sigmoid, ``t`` tanh) with the gates in ``wrong``
+    given the other activation, as the cells' ``_step(acts=...)`` reads it."""
+    return "".join(("t" if a in "sS" else "s") if gate in wrong else a for gate, a in zip(gates, right))

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from ..cells import gru_cell_step
-from ._core import (GRADIENT_HINT, Mistake, build, call, checker, close, describe, diagnose, expect_shape, fail,
-                    gradients, set_parameters)
+from ._core import (GRADIENT_HINT, Mistake, activation_swaps, build, call, checker, close, describe, diagnose,
+                    expect_shape, fail, gradients, set_parameters, swapped_acts)
 
 __all__ = ["check_gru_cell"]
 
@@ -61,17 +61,6 @@ def _step(x, h, p, order=GATES, acts="sst", biases=(True, True), use_h=True, b_h
 # ------------------------------------------------------------------------------------------------------
 _RIGHT_ACTS = "sst"  # r, z: sigmoid; n: tanh
 _GATE_NAMES = {"r": "the reset gate r", "z": "the update gate z", "n": "the candidate n"}
-
-
-def _activation_swaps() -> list[str]:
-    """Every non-empty set of gates (a string in the order r, z, n) whose activation is swapped;
-    single gates first, the full swap last."""
-    return ["".join(s) for k in range(1, 4) for s in itertools.combinations(GATES, k)]
-
-
-def _swap_acts(wrong: str) -> str:
-    """The ``acts`` of :func:`_step` when the gates in ``wrong`` get the other activation."""
-    return "".join(("t" if a == "s" else "s") if gate in wrong else a for gate, a in zip(GATES, _RIGHT_ACTS))
 
 
 def _activation_text(wrong: str) -> tuple[str, str]:
@@ -120,9 +109,9 @@ def _mistakes(x, h, p):
                           "they are stored in PyTorch's order r, z, n (rows 0:H reset, H:2H update, 2H:3H candidate).",
                           "Split both projections into three chunks in the order r, z, n.",
                           lambda order=order: _step(x, h, p, order=order))
-    for wrong in _activation_swaps():
+    for wrong in activation_swaps(GATES):
         message, hint = _activation_text(wrong)
-        yield Mistake(message, hint, lambda wrong=wrong: _step(x, h, p, acts=_swap_acts(wrong)))
+        yield Mistake(message, hint, lambda wrong=wrong: _step(x, h, p, acts=swapped_acts(wrong, GATES, _RIGHT_ACTS)))
     yield Mistake("The reset gate is computed but never used: n = tanh(x_n + h W_hn^T + b_hn).",
                   "Multiply (h W_hn^T + b_hn) by r inside the candidate.", lambda: _step(x, h, p, use_r=False))
     yield Mistake("h' = n: the update gate does not mix the candidate with the old state.",

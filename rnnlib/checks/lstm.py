@@ -20,8 +20,8 @@ from torch import Tensor
 
 from ..cells import LSTMCell, lstm_cell_step
 from ..layers import LSTM
-from ._core import (GRADIENT_HINT, Mistake, build, call, checker, close, describe, diagnose, expect_shape, fail,
-                    gradients, set_parameters)
+from ._core import (GRADIENT_HINT, Mistake, activation_swaps, build, call, checker, close, describe, diagnose,
+                    expect_shape, fail, gradients, set_parameters, swapped_acts)
 
 __all__ = ["check_lstm_cell", "check_lstm_loop"]
 
@@ -55,17 +55,6 @@ def _step(x, h, c, p, order=GATES, acts="sstS", cell_act=torch.tanh, biases=(Tru
 # ------------------------------------------------------------------------------------------------------
 _RIGHT_ACTS = "sstS"  # i, f, o: sigmoid; g: tanh
 _GATE_NAMES = {"i": "the input gate i", "f": "the forget gate f", "g": "the candidate g", "o": "the output gate o"}
-
-
-def _activation_swaps() -> list[str]:
-    """Every non-empty set of gates (as a string in the order i, f, g, o) whose activation is swapped;
-    single gates first, the full swap last."""
-    return ["".join(s) for k in range(1, 5) for s in itertools.combinations(GATES, k)]
-
-
-def _swap_acts(wrong: str) -> str:
-    """The ``acts`` of :func:`_step` when the gates in ``wrong`` get the other activation."""
-    return "".join(("t" if a in "sS" else "s") if gate in wrong else a for gate, a in zip(GATES, _RIGHT_ACTS))
 
 
 def _join(words: list[str]) -> str:
@@ -125,11 +114,11 @@ def _mistakes(x, h, c, p):
                 "(rows 0:H input gate, H:2H forget gate, 2H:3H candidate, 3H:4H output gate).",
                 "Split the (batch, 4H) pre-activation into four chunks in the order i, f, g, o.",
                 lambda order=order: _step(x, h, c, p, order=order))
-    for wrong in _activation_swaps():
+    for wrong in activation_swaps(GATES):
         if wrong == "ig":  # the same output as the exchange of i and g above
             continue
         message, hint = _activation_text(wrong)
-        yield Mistake(message, hint, lambda wrong=wrong: _step(x, h, c, p, acts=_swap_acts(wrong)))
+        yield Mistake(message, hint, lambda wrong=wrong: _step(x, h, c, p, acts=swapped_acts(wrong, GATES, _RIGHT_ACTS)))
     yield Mistake("h' = o * c': the tanh of the new cell state is missing.",
                   "The hidden state is the output gate times tanh(c').", lambda: _step(x, h, c, p, cell_act=None))
     yield Mistake("h' = o * sigmoid(c'): the cell state should go through tanh, not a sigmoid.",
