@@ -59,7 +59,10 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RNNParams", "ForwardCache", "BPTTResult", "forward", "bptt", "contribution_matrix"]
+__all__ = [
+    "RNNParams", "ForwardCache", "BPTTResult", "rnn_step", "rnn_step_backward", "output_layer",
+    "output_layer_backward", "forward", "bptt", "contribution_matrix",
+]
 
 _LOSSES = ("cross_entropy", "mse")
 
@@ -177,6 +180,42 @@ def _check_inputs(X: Tensor, params: RNNParams, H0: Optional[Tensor]) -> None:
         raise ValueError(f"expected H0 of shape ({X.shape[1]}, {H}), got {tuple(H0.shape)}")
 
 
+# Each operation of the model, and right below it the backward of that operation (micrograd's layout).
+# A backward function takes the gradient of the loss with respect to the operation's output and the
+# tensors its forward saw, and returns the gradients with respect to its inputs and parameters.
+
+
+def rnn_step(x_t: Tensor, h_prev: Tensor, params: RNNParams) -> Tensor:
+    """Forward of one step: A_t = X_t W_xh + H_{t-1} W_hh + b_h, H_t = tanh(A_t). Shapes (B, D), (B, H) -> (B, H)."""
+    return torch.tanh(x_t @ params.W_xh + h_prev @ params.W_hh + params.b_h)
+
+
+def rnn_step_backward(
+    dh_t: Tensor, x_t: Tensor, h_prev: Tensor, h_t: Tensor, params: RNNParams
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Backward of :func:`rnn_step`, given the total dL/dH_t (B, H).
+
+    Returns ``(dH_prev, dW_xh_t, dW_hh_t, db_h_t)``: the step's share of each gradient. ``dH_prev``
+    is only the part that flows through this step's recurrence; the caller adds H_{t-1}'s direct term.
+    """
+    dA = dh_t * (1 - h_t**2)  # tanh'(A_t) = 1 - H_t^2                       (B, H)
+    dh_prev = dA @ params.W_hh.T  # A_t depends on H_{t-1} through W_hh       (B, H)
+    return dh_prev, x_t.T @ dA, h_prev.T @ dA, dA.sum(dim=0)
+
+
+def output_layer(H: Tensor, params: RNNParams) -> Tensor:
+    """Forward of the output layer at every step: O_t = H_t W_hq + b_q. Shapes (T, B, H) -> (T, B, Q)."""
+    return H @ params.W_hq + params.b_q
+
+
+def output_layer_backward(dO: Tensor, H: Tensor, params: RNNParams) -> tuple[Tensor, Tensor, Tensor]:
+    """Backward of :func:`output_layer`: ``(dH_direct, dW_hq, db_q)`` from dL/dO (T, B, Q).
+
+    ``dH_direct`` (T, B, H) is the direct term of each dL/dH_t; the weight gradients sum over steps and batch.
+    """
+    return dO @ params.W_hq.T, torch.einsum("tbh,tbq->hq", H, dO), dO.sum(dim=(0, 1))
+
+
 @torch.no_grad()
 def forward(X: Tensor, params: RNNParams, H0: Optional[Tensor] = None) -> tuple[Tensor, Tensor, ForwardCache]:
     """Run the RNN over ``X`` (T, B, D) without autograd.
@@ -185,13 +224,12 @@ def forward(X: Tensor, params: RNNParams, H0: Optional[Tensor] = None) -> tuple[
     """
     _check_inputs(X, params, H0)
     T, B, _ = X.shape
-    H_size = params.W_hh.shape[0]
-    H = X.new_zeros(T + 1, B, H_size)  # (T+1, B, H)
+    H = X.new_zeros(T + 1, B, params.W_hh.shape[0])  # (T+1, B, H)
     if H0 is not None:
         H[0] = H0
-    for t in range(1, T + 1):
-        H[t] = torch.tanh(X[t - 1] @ params.W_xh + H[t - 1] @ params.W_hh + params.b_h)  # (B, H)
-    O = H[1:] @ params.W_hq + params.b_q  # (T, B, Q)
+    for t, x_t in enumerate(X.unbind(0), start=1):
+        H[t] = rnn_step(x_t, H[t - 1], params)  # (B, H)
+    O = output_layer(H[1:], params)  # (T, B, Q)
     return O, H, ForwardCache(X=X, H=H, O=O)
 
 
@@ -245,37 +283,27 @@ def bptt(
     if loss not in _LOSSES:
         raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
     _check_truncate(truncate)
-    O, H, cache = forward(X, params, H0)
+    O, H, _ = forward(X, params, H0)
     value, dO = _loss_and_dO(O, Y, loss)  # dO: (T, B, Q)
     T = X.shape[0]
 
-    # Output layer: O_t = H_t W_hq + b_q, so each step adds H_t^T dO_t and the batch sum of dO_t.
-    grads = {
-        "W_hq": torch.einsum("tbh,tbq->hq", H[1:], dO),
-        "b_q": dO.sum(dim=(0, 1)),
-    }
-    dH = torch.zeros_like(H[1:])  # (T, B, H)
+    # Backward in the reverse order of the forward: first the output layer, then the steps T .. 1.
+    dH_direct, dW_hq, db_q = output_layer_backward(dO, H[1:], params)  # dH_direct: (T, B, H)
+    grads = {"W_hq": dW_hq, "b_q": db_q, "W_xh": torch.zeros_like(params.W_xh), "b_h": torch.zeros_like(params.b_h)}
+    dH = torch.zeros_like(H[1:])  # (T, B, H) total dL/dH_t
     W_hh_per_step = H.new_zeros(T, *params.W_hh.shape)  # (T, H, H)
-    dW_xh = torch.zeros_like(params.W_xh)
-    db_h = torch.zeros_like(params.b_h)
-    dA_next = None  # dA_{t+1}
+    dH_later = torch.zeros_like(H[0])  # what flows into H_t from step t + 1 (none into H_T)
     for t in range(T, 0, -1):
-        # H_t feeds O_t (direct term) and, unless detached at a chunk boundary, A_{t+1}.
-        dH_t = dO[t - 1] @ params.W_hq.T  # (B, H)
-        if dA_next is not None and not _is_boundary(t, truncate, T):
-            dH_t = dH_t + dA_next @ params.W_hh.T
-        dH[t - 1] = dH_t
-        # H_t = tanh(A_t)  =>  dA_t = dH_t * (1 - H_t^2)
-        dA = dH_t * (1 - H[t] ** 2)  # (B, H)
-        # A_t = X_t W_xh + H_{t-1} W_hh + b_h
-        dW_xh += X[t - 1].T @ dA
-        W_hh_per_step[t - 1] = H[t - 1].T @ dA
-        db_h += dA.sum(dim=0)
-        dA_next = dA
-    grads["W_xh"] = dW_xh
+        if _is_boundary(t, truncate, T):  # H_t was detached before step t + 1: that path is cut
+            dH_later = torch.zeros_like(dH_later)
+        dH[t - 1] = dH_direct[t - 1] + dH_later  # the two paths from H_t to the loss
+        dH_later, dW_xh_t, W_hh_per_step[t - 1], db_h_t = rnn_step_backward(
+            dH[t - 1], X[t - 1], H[t - 1], H[t], params
+        )
+        grads["W_xh"] += dW_xh_t
+        grads["b_h"] += db_h_t
     grads["W_hh"] = W_hh_per_step.sum(dim=0)
-    grads["b_h"] = db_h
-    dH0 = dA_next @ params.W_hh.T  # (B, H)
+    dH0 = dH_later  # (B, H): H_0 reaches the loss only through step 1
     grads = {name: grads[name] for name in params.as_dict()}
     return BPTTResult(loss=value, grads=grads, dH=dH, W_hh_per_step=W_hh_per_step, dH0=dH0)
 
@@ -308,9 +336,8 @@ def contribution_matrix(
     for s in range(1, T + 1):
         dH_t = dO[s - 1] @ params.W_hq.T  # the loss at step s alone
         for t in range(s, 0, -1):
-            dA = dH_t * (1 - H[t] ** 2)
-            norms[s - 1, t - 1] = torch.linalg.matrix_norm(H[t - 1].T @ dA)
+            dH_t, _, dW_hh_t, _ = rnn_step_backward(dH_t, X[t - 1], H[t - 1], H[t], params)
+            norms[s - 1, t - 1] = torch.linalg.matrix_norm(dW_hh_t)
             if _is_boundary(t - 1, truncate, T):
                 break
-            dH_t = dA @ params.W_hh.T
     return norms

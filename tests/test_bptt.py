@@ -7,7 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rnnlib.bptt import RNNParams, bptt, contribution_matrix, forward
+from rnnlib.bptt import (
+    RNNParams,
+    bptt,
+    contribution_matrix,
+    forward,
+    output_layer,
+    output_layer_backward,
+    rnn_step,
+    rnn_step_backward,
+)
 
 DT = torch.float64
 
@@ -55,6 +64,31 @@ def autograd_reference(X, Y, params, H0, loss, truncate=None):
 
 
 SHAPES = [(1, 1, 1, 1, 2), (5, 3, 4, 6, 7), (12, 2, 3, 5, 4)]
+
+
+def test_each_backward_matches_autograd_on_its_own_forward():
+    """micrograd's unit test, per operation: backprop a random upstream gradient through one op by hand
+    and with autograd."""
+    X, _, params, _ = make_problem(3, 4, 5, 6, 7, "mse", seed=3)
+    P = {k: v.clone().requires_grad_() for k, v in params.as_dict().items()}
+    leaf = RNNParams(**P)
+    g = torch.Generator().manual_seed(4)
+    x_t = X[0]
+    h_prev = torch.randn(4, 6, dtype=DT, generator=g, requires_grad=True)
+    h_t = rnn_step(x_t, h_prev, leaf)
+    dh_t = torch.randn_like(h_t)
+    h_t.backward(dh_t)
+    dh_prev, dW_xh, dW_hh, db_h = rnn_step_backward(dh_t, x_t, h_prev.detach(), h_t.detach(), params)
+    for mine, theirs in ((dh_prev, h_prev.grad), (dW_xh, P["W_xh"].grad), (dW_hh, P["W_hh"].grad), (db_h, P["b_h"].grad)):
+        assert_close64(mine, theirs)
+
+    H = torch.randn(3, 4, 6, dtype=DT, generator=g, requires_grad=True)
+    O = output_layer(H, leaf)
+    dO = torch.randn_like(O)
+    O.backward(dO)
+    dH, dW_hq, db_q = output_layer_backward(dO, H.detach(), params)
+    for mine, theirs in ((dH, H.grad), (dW_hq, P["W_hq"].grad), (db_q, P["b_q"].grad)):
+        assert_close64(mine, theirs)
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
