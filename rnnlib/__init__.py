@@ -3,9 +3,10 @@
 One concept per module: ``cells`` and ``layers`` (RNN, LSTM, GRU from scratch, state-dict compatible
 with ``torch.nn``), ``models``, ``attention``, ``bptt`` (backpropagation through time by hand),
 ``gradflow``, ``optim`` (SparseAdam), ``data``, ``text``, ``synthetic``, ``train``, ``plots``,
-``results``, ``widgets`` (imported on demand) and ``checks`` (exercise checkers).
+``diagrams``, ``results``, ``widgets`` (imported on demand) and ``checks`` (exercise checkers).
 """
-from . import attention, bptt, cells, config, data, gradflow, layers, models, optim, plots, results, synthetic, text, train
+from . import (attention, bptt, cells, config, data, diagrams, gradflow, layers, models, optim, plots, results,
+               synthetic, text, train)
 from .cells import GRUCell, LSTMCell, RNNCell
 from .config import get_device, is_quick, mode, pick, set_seed
 from .layers import GRU, LSTM, RNN
@@ -15,6 +16,6 @@ __version__ = "0.1.0"
 __all__ = [
     "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell",
     "get_device", "is_quick", "mode", "pick", "set_seed",
-    "attention", "bptt", "cells", "config", "data", "gradflow", "layers", "models", "optim", "plots",
-    "results", "synthetic", "text", "train",
+    "attention", "bptt", "cells", "config", "data", "diagrams", "gradflow", "layers", "models", "optim",
+    "plots", "results", "synthetic", "text", "train",
 ]

@@ -2,7 +2,7 @@
 import pytest
 from matplotlib.figure import Figure
 
-from rnnlib.plots import plot_bidirectional_diagram, plot_deep_rnn_diagram
+from rnnlib.diagrams import plot_bidirectional_diagram, plot_deep_rnn_diagram
 
 
 def _texts(fig: Figure) -> list[str]:

@@ -2,7 +2,7 @@
 import pytest
 from matplotlib.figure import Figure
 
-from rnnlib.plots import plot_timeline, plot_unrolled_rnn
+from rnnlib.diagrams import plot_timeline, plot_unrolled_rnn
 
 
 def _texts(fig: Figure) -> list[str]:
