@@ -4,6 +4,7 @@ for them. A checker never raises, whatever the learner's code does.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import signal
 
@@ -310,6 +311,36 @@ def test_lstm_loop():
     rejects(checks.check_lstm_loop(returns_initial), "initial state")
 
 
+def loop_detached(cell, x, state=None):
+    """Right values, but no backpropagation through time: the state is cut off the graph at every step."""
+    outputs = []
+    for t in range(x.size(1)):
+        state = cell(x[:, t], state)
+        outputs.append(state[0])
+        state = tuple(s.detach() for s in state)
+    return torch.stack(outputs, 1), state
+
+
+def loop_shifted(cell, x, state=None):
+    """Appends the state before the step: outputs are h_0 ... h_{T-1} instead of h_1 ... h_T."""
+    if state is None:
+        state = (x.new_zeros(x.size(0), cell.hidden_size),) * 2
+    outputs = []
+    for t in range(x.size(1)):
+        outputs.append(state[0])
+        state = cell(x[:, t], state)
+    return torch.stack(outputs, 1), state
+
+
+def test_lstm_loop_backpropagates_through_time():
+    rejects(checks.check_lstm_loop(loop_detached), "gradient does not flow back through the hidden state",
+            "is the state detached inside the loop?", "no .detach()")
+
+
+def test_lstm_loop_shifted_outputs():
+    rejects(checks.check_lstm_loop(loop_shifted), "shifted by one step", "call the cell first")
+
+
 # ------------------------------------------------------------------------------------------------------
 # 7.3 GRU cell
 # ------------------------------------------------------------------------------------------------------
@@ -326,14 +357,15 @@ class GRUPerGate(s73.GRUCell):
         return torch.lerp(n, h, z)  # n + z * (h - n) = (1 - z) n + z h
 
 
-def gru_variant(reset_before=False, swap_z=False, b_hn_outside=False, order="rzn", tanh_gates="", cand=torch.tanh):
+def gru_variant(reset_before=False, swap_z=False, b_hn_outside=False, order="rzn", tanh_gates="", cand=torch.tanh,
+                no_bias_hh=False):
     class Variant(s73.GRUCell):
         def forward(self, x, h=None):
             H = self.hidden_size
             h = x.new_zeros(len(x), H) if h is None else h
             xs = dict(zip(order, (x @ self.weight_ih.T + self.bias_ih).chunk(3, -1)))
             W = dict(zip(order, self.weight_hh.chunk(3, 0)))
-            b = dict(zip(order, self.bias_hh.chunk(3)))
+            b = dict(zip(order, (0 * self.bias_hh if no_bias_hh else self.bias_hh).chunk(3)))
             gate = {k: torch.tanh if k in tanh_gates else torch.sigmoid for k in "rz"}  # tanh_gates: a mistake
             r = gate["r"](xs["r"] + h @ W["r"].T + b["r"])
             z = gate["z"](xs["z"] + h @ W["z"].T + b["z"])
@@ -355,6 +387,10 @@ def test_gru_cell():
     rejects(checks.check_gru_cell(gru_variant(swap_z=True)), "z and 1 - z are swapped")
     rejects(checks.check_gru_cell(gru_variant(b_hn_outside=True)), "b_hn is added outside the reset gate")
     rejects(checks.check_gru_cell(gru_variant(order="zrn")), "order z, r, n")
+
+
+def test_gru_cell_missing_bias():
+    rejects(checks.check_gru_cell(gru_variant(no_bias_hh=True)), "without bias_hh", "adds bias_ih", "bias_hh")
 
 
 def test_gru_cell_wrong_activations():
@@ -467,6 +503,24 @@ def test_bidirectional_one_direction_only():
     rejects(checks.check_bidirectional(forward_only), "only one direction")
 
 
+def test_bidirectional_gradients_flow_through_both_rnns():
+    class Detached(nn.Module):
+        """The backward RNN with its outputs cut off the graph: right values, no gradient."""
+
+        def __init__(self, rnn):
+            super().__init__()
+            self.rnn = rnn
+
+        def forward(self, x):
+            out, h_n = self.rnn(x)
+            return out.detach(), h_n.detach()
+
+    def backward_detached(forward_rnn, backward_rnn, x, lengths):
+        return s74.bidirectional(forward_rnn, Detached(backward_rnn), x, lengths)
+
+    rejects(checks.check_bidirectional(backward_detached), "gradients differ", "gradient is cut", ".detach()")
+
+
 # ------------------------------------------------------------------------------------------------------
 # 7.5 attention
 # ------------------------------------------------------------------------------------------------------
@@ -576,6 +630,24 @@ def test_an_endless_loop_that_catches_exceptions_is_stopped_too(monkeypatch):
     rejects(checks.check_dot_scores(stubborn), "did not finish", status="error")
 
 
+def test_an_endless_loop_that_swallows_the_first_alarm_is_stopped(monkeypatch):
+    monkeypatch.setattr(_core, "TIME_LIMIT", 0.2)
+
+    def swallows_once(query, keys):
+        try:
+            while True:
+                pass
+        except:  # noqa: E722 (a bare except catches the time limit too: the alarm has to come again)
+            pass
+        while True:
+            pass
+
+    previous = signal.getsignal(signal.SIGALRM)
+    rejects(checks.check_dot_scores(swallows_once), "did not finish", status="error")
+    assert signal.getsignal(signal.SIGALRM) == previous
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # the repeating timer is cancelled
+
+
 def test_garbage_is_reported_not_raised():
     rejects(checks.check_naive_forecast(lambda X: "tomorrow"), "should be a tensor")
     rejects(checks.check_make_windows(lambda s, w: None), "expected (X, y)")
@@ -617,15 +689,44 @@ def test_result_displays_and_ready(capsys):
     assert "Skipped" in capsys.readouterr().out
 
 
-def test_messages_never_contain_the_solution_code():
-    import inspect
+def solution_code_in(text):
+    """The lines of solution code (stripped, inline comments cut off, longer than 25 characters, not comments)
+    that appear in ``text``."""
+    lines = {line.split("  # ")[0].strip() for module in (s71, s72, s73, s74, s75)
+             for line in inspect.getsource(module).splitlines()}
+    return [line for line in lines if len(line) > 25 and not line.startswith("#") and line in text]
 
-    bad = [checks.check_lstm_cell(lstm_variant(order="figo")), checks.check_gru_cell(gru_variant(swap_z=True)),
-           checks.check_masked_softmax(lambda s, m: torch.softmax(s, -1))]
+
+def test_the_solution_scan_finds_a_line_of_solution_code():
+    line = "backward_out = reverse_padded(backward_out, lengths)"
+    assert line in inspect.getsource(s74)
+    leaky = _core.CheckResult("check_bidirectional", "failed", "The backward half differs.", f"Write: {line}")
+    assert solution_code_in(repr(leaky)) == [line]
+    assert solution_code_in(repr(checks.check_dot_scores(s75.dot_scores))) == []
+
+
+def test_messages_never_contain_the_solution_code():
+    class Gates(s72.LSTMCell):
+        def forward(self, x, state=None):
+            return x @ self.weight_ih.T
+
+    bad = [  # failures of every checker family, each from a different kind of mistake
+        checks.check_split_by_time(lambda values, v, t: s71.split_by_time(values.flip(0), v, t)),
+        checks.check_normalize_splits(lambda train, val, test: (train, val, test, 0.0, 1.0)),
+        checks.check_make_windows(lambda series, window: (series[None, :window, None], series[None, window])),
+        checks.check_naive_forecast(lambda X: X[:, 0, 0]),
+        checks.check_forecaster(ForecasterReset), checks.check_forecaster(ForecasterDetached),
+        checks.check_lstm_cell(lstm_variant(order="figo")), checks.check_lstm_cell(Gates),
+        checks.check_lstm_loop(loop_shifted), checks.check_lstm_loop(loop_detached),
+        checks.check_gru_cell(gru_variant(swap_z=True)), checks.check_gru_cell(gru_variant(b_hn_outside=True)),
+        checks.check_reverse_padded(lambda x, lengths: x.flip(1)),
+        checks.check_bidirectional(bidirectional_variant(realign=False)),
+        checks.check_bidirectional(bidirectional_variant(summary="h_n")),
+        checks.check_masked_softmax(lambda s, m: torch.softmax(s, -1)),
+        checks.check_additive_scores(lambda q, k, W_q, W_k, v: v(W_q(q)[:, :, None] + W_k(k)[:, None]).squeeze(-1)),
+        checks.check_dot_scores(lambda q, k: q @ k.transpose(1, 2)),
+    ]
+    assert all(r.status == "failed" for r in bad), [r for r in bad if r.status != "failed"]
     for result in bad:
-        text = repr(result)
-        for module in (s72, s73, s75):
-            for line in inspect.getsource(module).splitlines():
-                line = line.strip()
-                if len(line) > 30 and not line.startswith(('"', "#", "def ", "class ")):
-                    assert line not in text
+        assert not solution_code_in(repr(result)), f"{result.check} shows solution code: {result!r}"
+

@@ -137,23 +137,30 @@ class _TimeLimit(BaseException):
     """Raised by the alarm; a BaseException so that a learner's ``except Exception`` cannot swallow it."""
 
 
+_REPEAT = 0.1  # seconds between further alarms, for code that swallows the first one (a bare ``except:``)
+
+
 @contextlib.contextmanager
 def _time_limit(seconds: Optional[float]):
-    """Interrupt the block after ``seconds`` (Unix main thread only; elsewhere no limit)."""
+    """Interrupt the block after ``seconds``, and again every 0.1 s until it stops (Unix main thread only;
+    elsewhere no limit). The timer and the previous handler are always restored on the way out."""
     usable = (seconds and hasattr(signal, "setitimer")
               and threading.current_thread() is threading.main_thread())
     if not usable:
         yield
         return
+    armed = True
 
     def on_alarm(signum, frame):
-        raise _TimeLimit()
+        if armed:  # an alarm that arrives while we are already leaving must not interrupt the cleanup
+            raise _TimeLimit()
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, _REPEAT)
     try:
         yield
     finally:
+        armed = False  # on_alarm reads this variable (a closure), so it sees the change
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
 

@@ -63,7 +63,8 @@ def check_masked_softmax(masked_softmax) -> str:
         scores = torch.randn(shape, generator=gen) * 3
         mask = _random_mask(shape, gen)
         out = call(masked_softmax, scores.clone(), mask.clone(), what=f"{name}(scores, mask)")
-        expect_tensor(out, f"The result of {name}")
+        expect_tensor(out, f"The result of {name}",
+                      "Return the weights as one tensor of the same shape as scores, e.g. torch.softmax(..., dim=-1).")
         if tuple(out.shape) != shape:
             raise fail(f"For scores of shape {shape} the result has shape {tuple(out.shape)}; expected the same shape.",
                        "The weights have one entry per score.")
@@ -105,7 +106,7 @@ CASES = [(2, 3, 5, 4, 6), (3, 1, 6, 9, 5), (1, 4, 2, 16, 3)]  # (B, Tq, S, d_q, 
 
 
 def _score_shape_check(out, B, Tq, S, name):
-    expect_tensor(out, f"The scores from {name}")
+    expect_tensor(out, f"The scores from {name}", "Return the scores as one tensor of shape (batch, Tq, S).")
     if tuple(out.shape) == (B, S, Tq) and S != Tq:
         raise fail(f"The scores have shape {(B, S, Tq)}, keys before queries; expected (batch, Tq, S) = {(B, Tq, S)}.",
                    "Row t of a batch element holds query t's scores against the S keys: transpose the last two dims.")

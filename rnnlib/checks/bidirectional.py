@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import PaddedRNN, reverse_padded
-from ._core import Mistake, call, checker, close, describe, diagnose, expect_shape, expect_tensor, fail
+from ._core import Mistake, call, checker, close, describe, diagnose, expect_shape, expect_tensor, fail, gradients
 
 __all__ = ["check_reverse_padded", "check_bidirectional"]
 
@@ -49,7 +49,8 @@ def check_reverse_padded(reverse) -> str:
             raise fail(f"{name} changed its input x in place.",
                        "Build a new tensor (e.g. by indexing x with the reversed positions) and leave x unchanged: "
                        "the forward direction still needs the original order.")
-        out = expect_tensor(out, f"The result of {name}")
+        out = expect_tensor(out, f"The result of {name}",
+                            "Return one tensor with the same shape as x, e.g. x indexed with the reversed positions.")
         if tuple(out.shape) != tuple(shape):
             raise fail(f"For x of shape {tuple(shape)} the result has shape {tuple(out.shape)}; expected the same "
                        "shape as x.", "Reversing only reorders positions along the time axis (dim 1).")
@@ -78,14 +79,19 @@ def check_reverse_padded(reverse) -> str:
 # ------------------------------------------------------------------------------------------------------
 # The bidirectional encoder
 # ------------------------------------------------------------------------------------------------------
-def _bidirectional_reference(fwd: nn.GRU, bwd: nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-    """PyTorch's packed bidirectional GRU with the two modules' weights."""
+def _reference_module(fwd: nn.GRU, bwd: nn.GRU) -> PaddedRNN:
+    """PyTorch's packed bidirectional GRU holding copies of the two modules' weights (``weight_ih_l0`` of
+    ``bwd`` is its ``weight_ih_l0_reverse``)."""
     ref = PaddedRNN("gru", fwd.input_size, fwd.hidden_size, bidirectional=True, impl="torch")
     state = {f"rnn.{k}": v for k, v in fwd.state_dict().items()}
     state |= {f"rnn.{k}_reverse": v for k, v in bwd.state_dict().items()}
     ref.load_state_dict(state)
+    return ref
+
+
+def _bidirectional_reference(fwd: nn.GRU, bwd: nn.GRU, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     with torch.no_grad():
-        return ref(x, lengths)
+        return _reference_module(fwd, bwd)(x, lengths)
 
 
 def _run(module, x):
@@ -151,7 +157,7 @@ def check_bidirectional(encode) -> str:
     ``forward_rnn`` and ``backward_rnn`` are ``nn.GRU(D, H, batch_first=True)``; ``x`` (B, T, D) is
     right-padded with ``lengths`` (B,). ``outputs`` (B, T, 2H) is ``[forward; backward]`` at real positions
     and 0 at padding; ``summary`` (B, 2H) is ``[forward at L-1; backward at 0]``. Compared with PyTorch's
-    packed bidirectional GRU holding the same weights.
+    packed bidirectional GRU holding the same weights, values and gradients.
     """
     gen = torch.Generator().manual_seed(76)
     name = getattr(encode, "__name__", "your function")
@@ -198,5 +204,24 @@ def check_bidirectional(encode) -> str:
             raise fail("outputs is right but the summary differs from [forward at the last real token; backward at "
                        "position 0].", "Index outputs at position lengths[b] - 1 for the forward half, at 0 for the "
                        "backward half.")
+
+    # Gradients with respect to x and both RNNs' weights (of the last case), against the packed reference's.
+    x_leaf = x.clone().requires_grad_()
+    got = call(encode, fwd, bwd, x_leaf, lengths.clone(), what=f"{name}(forward_rnn, backward_rnn, x, lengths)")
+    weights = list(fwd.parameters()) + list(bwd.parameters())
+    mine = gradients(tuple(got), weights + [x_leaf], torch.Generator().manual_seed(1))
+    ref = _reference_module(fwd, bwd)
+    ref_params = dict(ref.rnn.named_parameters())
+    ref_leaves = [ref_params[k] for k, _ in fwd.named_parameters()]
+    ref_leaves += [ref_params[f"{k}_reverse"] for k, _ in bwd.named_parameters()]
+    ref_leaves.append(x.clone().requires_grad_())
+    theirs = gradients(ref(ref_leaves[-1], lengths), ref_leaves, torch.Generator().manual_seed(1))
+    for got_grad, want in zip(mine, theirs):
+        if got_grad is None or not close(got_grad, want):
+            raise fail("outputs and summary are right, but their gradients differ from the bidirectional GRU's: "
+                       "somewhere on the way from x through the two RNNs the gradient is cut.",
+                       "Do not use .detach(), .data, .numpy() or torch.no_grad() on x or on the RNNs' outputs, and "
+                       "reverse by indexing (x[rows, positions]), which autograd follows.")
     return (f"{name} matches PyTorch's bidirectional GRU over packed sequences: outputs aligned in time, padding never "
-            "read first and zero in the outputs, summary from the right positions.")
+            "read first and zero in the outputs, summary from the right positions, gradients flowing through both "
+            "RNNs.")

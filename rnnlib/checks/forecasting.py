@@ -33,9 +33,11 @@ def _as_1d(x, what: str) -> Tensor:
         try:
             x = torch.as_tensor(x)
         except Exception:
-            raise fail(f"{what} should be a 1-D tensor, got {describe(x)}.") from None
+            raise fail(f"{what} should be a 1-D tensor, got {describe(x)}.",
+                       "Return slices of the tensor you were given, e.g. values[:a].") from None
     if x.dim() != 1:
-        raise fail(f"{what} should be 1-D (one value per day), got shape {tuple(x.shape)}.")
+        raise fail(f"{what} should be 1-D (one value per day), got shape {tuple(x.shape)}.",
+                   "Slice along the only dimension, values[a:b]; do not reshape, stack or add dimensions.")
     return x
 
 

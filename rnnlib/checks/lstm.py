@@ -14,6 +14,7 @@ and naming the one that matches.
 from __future__ import annotations
 
 import itertools
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -227,12 +228,18 @@ def _max_diff(a, b) -> float:
 # ------------------------------------------------------------------------------------------------------
 # The loop over time
 # ------------------------------------------------------------------------------------------------------
-def _loop_reference(cell: LSTMCell, x: Tensor, state):
+def _as_layer(cell: LSTMCell) -> LSTM:
+    """rnnlib's one-layer LSTM holding the cell's weights (copies: ``weight_ih_l0`` is ``weight_ih``)."""
     layer = LSTM(cell.input_size, cell.hidden_size, batch_first=True)
     layer.load_state_dict({f"{k}_l0": v for k, v in cell.state_dict().items()})
+    return layer
+
+
+def _loop_reference(cell: LSTMCell, x: Tensor, state, layer: Optional[LSTM] = None):
+    """(outputs, (h_T, c_T)) of the LSTM layer; differentiable with respect to ``layer``, ``x`` and ``state``."""
+    layer = _as_layer(cell) if layer is None else layer
     h0, c0 = state if state is not None else (x.new_zeros(x.size(0), cell.hidden_size),) * 2
-    with torch.no_grad():
-        out, (h_n, c_n) = layer(x, (h0[None], c0[None]))
+    out, (h_n, c_n) = layer(x, (h0[None], c0[None]))
     return out, (h_n[0], c_n[0])
 
 
@@ -259,6 +266,12 @@ def _loop_mistakes(cell, x, state, ref):
                   lambda: _loop_variant(cell, x, state, reset=True))
     yield Mistake("The loop runs backwards in time (from the last step to the first).",
                   "Loop t = 0, 1, ..., T - 1 over x[:, t].", lambda: _loop_variant(cell, x, state, reverse=True))
+    h0 = state[0] if state is not None else x.new_zeros(x.size(0), cell.hidden_size)
+    yield Mistake("The outputs are shifted by one step: position t holds the hidden state before step t (h_0 first), "
+                  "not the one after it, and the last step's h_T is missing from them.",
+                  "Inside the loop, call the cell first and append the h it returns: outputs[:, t] is the state "
+                  "after reading x[:, t].",
+                  lambda: (torch.cat([h0[:, None], ref[0][:, :-1]], 1), ref[1]))
     yield Mistake("The outputs hold the cell states c_t; they should hold the hidden states h_t (as nn.LSTM's do).",
                   "Append h after each step, and return (h_T, c_T) as the final state.",
                   lambda: _loop_variant(cell, x, state, record="c"))
@@ -291,7 +304,7 @@ def check_lstm_loop(run_lstm) -> str:
         state = (torch.randn(B, H, generator=gen), torch.randn(B, H, generator=gen)) if given else None
         with torch.no_grad():
             out = call(run_lstm, cell, x, state, what=f"{name}(cell, x, state)")
-        ref = _loop_reference(cell, x, state)
+            ref = _loop_reference(cell, x, state)
         if not (isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[1], (tuple, list))
                 and len(out[1]) == 2):
             raise fail(f"{name} returned {describe(out)}; expected (outputs, (h_T, c_T)).",
@@ -314,4 +327,27 @@ def check_lstm_loop(run_lstm) -> str:
             where = "outputs" if not close(outputs, ref[0]) else "the final state"
             raise fail(f"{where} differs from running the cell step by step (x of shape {(B, T, D)}).",
                        "Loop over t, call cell(x[:, t], state), keep the new state, and collect its h.")
-    return f"{name} runs the cell over time exactly like an LSTM layer, with and without a given state."
+
+    # Backpropagation through time: the gradients of the outputs and final state with respect to the input,
+    # the initial state and the cell's weights, compared with the layer's on copies of the same values.
+    B, T, D, H = 2, 4, 3, 5
+    cell = LSTMCell(D, H)
+    leaves = [torch.randn(B, T, D, generator=gen).requires_grad_(), torch.randn(B, H, generator=gen).requires_grad_(),
+              torch.randn(B, H, generator=gen).requires_grad_()]
+    outputs, final = call(run_lstm, cell, leaves[0], (leaves[1], leaves[2]), what=f"{name}(cell, x, state)")
+    weights = [dict(cell.named_parameters())[k] for k in _shapes(B, D, H)]
+    mine = gradients((outputs, *final), weights + leaves, torch.Generator().manual_seed(1))
+    layer = _as_layer(cell)
+    ref_leaves = [dict(layer.named_parameters())[f"{k}_l0"] for k in _shapes(B, D, H)]
+    ref_leaves += [t.detach().clone().requires_grad_() for t in leaves]
+    ref_outputs, ref_final = _loop_reference(cell, ref_leaves[4], (ref_leaves[5], ref_leaves[6]), layer)
+    theirs = gradients((ref_outputs, *ref_final), ref_leaves, torch.Generator().manual_seed(1))
+    for got, want in zip(mine, theirs):
+        if got is None or not close(got, want):
+            raise fail("The values are right, but the gradient does not flow back through the hidden state as in "
+                       "backpropagation through time: is the state detached inside the loop?",
+                       "Pass each step exactly the state the previous step returned: no .detach(), .data or "
+                       "torch.no_grad() inside the loop. Truncated BPTT detaches between batches, in the training "
+                       "loop, never between the steps of one forward pass.")
+    return (f"{name} runs the cell over time exactly like an LSTM layer, with and without a given state, and "
+            "backpropagates through time like it.")
