@@ -177,8 +177,25 @@ def _place(tmp: Path, target: Path, expected: str, origin: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+_STALE_SECONDS = 3600.0  # a temporary file this old belongs to a download that was killed
+
+
+def _remove_stale_parts(folder: Path) -> None:
+    """Delete temporary files left by a download that was killed (not by one still running)."""
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for part in folder.glob(".*-*.part"):
+        try:
+            if now - part.stat().st_mtime > _STALE_SECONDS:
+                part.unlink()
+        except OSError:
+            pass
+
+
 def _download(dataset: Dataset, folder: Path) -> None:
     """Download ``dataset`` into ``folder`` (every file verified, written atomically)."""
+    _remove_stale_parts(folder)
     tmp = _download_to_temp(dataset.url, folder, dataset.name)
     if dataset.zip_prefix is None:
         (name, expected), = dataset.files.items()
@@ -202,8 +219,11 @@ def _offline_message(dataset: Dataset, folder: Path, reason: str) -> str:
     where = ", ".join(str(folder / f) for f in list(dataset.files)[:3])
     more = " ..." if len(dataset.files) > 3 else ""
     inner = f" (the files are inside the archive under {dataset.zip_prefix})" if dataset.zip_prefix else ""
+    local = os.environ.get("RNNLIB_DATA_DIR")
+    looked = (f"RNNLIB_DATA_DIR is set to {local}, but {Path(local).expanduser() / dataset.name} holds none of "
+              f"its files, so the cache was tried.\n" if local else "")
     return (
-        f"Could not download the '{dataset.name}' data set from {dataset.url}: {reason}\n"
+        f"Could not download the '{dataset.name}' data set from {dataset.url}: {reason}\n{looked}"
         f"To work offline, download {dataset.url} by hand{inner} and place the file(s) at: {where}{more}\n"
         f"or set RNNLIB_DATA_DIR to a folder that holds {dataset.name}/<file> (checked against pinned SHA-256)."
     )

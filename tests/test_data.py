@@ -16,8 +16,8 @@ GOOD_SHA = hashlib.sha256(GOOD).hexdigest()
 class FakeResponse:
     """Stands in for a streaming requests.Response; can fail part-way."""
 
-    def __init__(self, body: bytes, fail_after: int | None = None):
-        self.body, self.fail_after = body, fail_after
+    def __init__(self, body: bytes, fail_after: int | None = None, on_fail=None):
+        self.body, self.fail_after, self.on_fail = body, fail_after, on_fail
         self.headers = {"content-length": str(len(body))}
 
     def raise_for_status(self):
@@ -26,6 +26,8 @@ class FakeResponse:
     def iter_content(self, size):
         for k in range(0, len(self.body), 64):
             if self.fail_after is not None and k >= self.fail_after:
+                if self.on_fail is not None:
+                    self.on_fail()
                 raise requests.ConnectionError("connection reset by peer")
             yield self.body[k : k + 64]
 
@@ -73,9 +75,17 @@ def test_digest_mismatch_is_refused_and_nothing_is_cached(fake):
 
 
 def test_interrupted_download_leaves_no_file(fake):
-    fake["serve"](FakeResponse(GOOD, fail_after=640))
+    seen_mid_transfer = []
+
+    def look():  # the moment the connection drops: the bytes so far sit in a temporary file only
+        seen_mid_transfer.append(sorted(p.name for p in fake["cache"].iterdir()))
+
+    fake["serve"](FakeResponse(GOOD, fail_after=640, on_fail=look))
     with pytest.raises(DownloadError) as info:
         data.fetch("fake")
+    assert len(seen_mid_transfer) == 3
+    for names in seen_mid_transfer:
+        assert len(names) == 1 and names[0].startswith(".download-") and names[0].endswith(".part"), names
     assert list(fake["cache"].iterdir()) == []  # neither a partial file nor a complete-looking one
     assert len(fake["calls"]) == 3  # a transfer that drops part-way is retried like a refused one
     message = str(info.value)
@@ -94,6 +104,29 @@ def test_dropped_transfer_is_retried_and_then_succeeds(fake, monkeypatch):
     folder = data.fetch("fake")
     assert (folder / "fake.txt").read_bytes() == GOOD and len(fake["calls"]) == 2
     assert sorted(p.name for p in folder.iterdir()) == ["fake.txt"]
+
+
+def test_a_part_file_left_by_a_killed_download_is_removed_later(fake):
+    import os
+    import time
+
+    fake["cache"].mkdir(parents=True)
+    old, fresh = fake["cache"] / ".download-old.part", fake["cache"] / ".download-running.part"
+    old.write_bytes(GOOD[:100])
+    fresh.write_bytes(GOOD[:100])
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    fake["serve"](FakeResponse(GOOD))
+    data.fetch("fake")
+    assert sorted(p.name for p in fake["cache"].iterdir()) == [fresh.name, "fake.txt"]  # another download's
+
+
+def test_data_dir_without_the_data_set_says_so(fake, monkeypatch):
+    monkeypatch.setenv("RNNLIB_DATA_DIR", str(fake["tmp"] / "empty-mirror"))
+    monkeypatch.setenv("RNNLIB_OFFLINE", "1")
+    with pytest.raises(DownloadError) as info:
+        data.fetch("fake")
+    assert f"RNNLIB_DATA_DIR is set to {fake['tmp'] / 'empty-mirror'}" in str(info.value)
 
 
 def test_offline_error_names_url_cache_and_what_to_do(fake):
