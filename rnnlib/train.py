@@ -73,7 +73,7 @@ class History:
     best_val_loss: float = math.inf
     best_step: int = 0
     stopped_early: bool = False
-    interrupted: bool = False
+    interrupted: bool = False                       # the latest call to fit was stopped by an interrupt
 
     @property
     def steps_done(self) -> int:
@@ -180,6 +180,7 @@ def fit(
     """
     config = config or TrainConfig()
     history = history if history is not None else History()
+    history.interrupted = False  # describes this call; a continued run starts uninterrupted
     optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
     if config.eval_every is not None and val_fn is None:
         raise ValueError("config.eval_every is set but no val_fn was given; pass val_fn or set eval_every=None")

@@ -114,6 +114,12 @@ def test_keyboard_interrupt_keeps_model_and_history(capsys):
     h = fit(model, torch.optim.SGD(model.parameters(), lr=0.01), batches, interrupting, None, quiet(steps=50, eval_every=None))
     assert h.interrupted and h.steps_done == 5
     assert "interrupted after step 5" in capsys.readouterr().out
+    # Usable: the record is consistent, the model works, and training carries on from where it stopped.
+    assert len(h.step) == len(h.train_loss) == len(h.grad_norm) == len(h.lr) == 5
+    assert torch.isfinite(model(torch.randn(3, 4))).all()
+    h = fit(model, torch.optim.SGD(model.parameters(), lr=0.01), batches, loss_fn, None,
+            quiet(steps=45, eval_every=None), history=h)
+    assert not h.interrupted and h.step == list(range(1, 51))
 
 
 def test_interrupt_during_validation_leaves_the_model_in_training_mode(capsys):
