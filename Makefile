@@ -24,7 +24,6 @@ help:
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "make needs Python 3.11 or newer for the pinned environment (found " + sys.version.split()[0] + " at " + sys.executable + "); install it, or run: make PYTHON=/path/to/python3.11 test")'
-	@command -v npm >/dev/null 2>&1 || echo "note: npm (Node.js) is missing; make book and make test fetch the book's offline MathJax and widget scripts with it"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt

@@ -3,8 +3,9 @@
 By default a Jupyter Book page loads MathJax, require.js and the ipywidgets HTML manager from CDNs; with
 no network, math shows as raw LaTeX and widget outputs (tqdm progress bars) are blank. ``make assets``
 (a prerequisite of ``make book``/``make book-quick``) runs this script, which downloads the pinned
-packages below with ``npm pack`` (the registry's own client; no install scripts run), checks each
-tarball against its pinned sha512 integrity, and unpacks the files the book uses into ``_build/assets``.
+packages below as tarballs straight from the registry with ``requests`` (no Node.js needed, no install
+scripts run), checks each tarball against its pinned sha512 integrity, and unpacks the files the book uses
+into ``_build/assets``. ``NPM_CONFIG_REGISTRY`` (npm's own setting) points it at a mirror.
 ``_config.yml`` lists that folder in ``html_static_path`` and points ``mathjax_path`` and
 ``nb_ipywidgets_js`` at it, so Sphinx copies the files into every build's ``_static`` folder.
 Nothing here is committed, and nothing is loaded from a CDN.
@@ -20,8 +21,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -91,28 +92,43 @@ def _extract(tarball: Path, copy: dict[str, str], dest: Path) -> int:
     return count
 
 
+def _registry() -> str:
+    registry = os.environ.get("NPM_CONFIG_REGISTRY") or os.environ.get("npm_config_registry")
+    return (registry or "https://registry.npmjs.org").rstrip("/")
+
+
+def tarball_url(name: str, version: str, registry: str) -> str:
+    """Where the registry serves a package's tarball: ``<registry>/@scope/pkg/-/pkg-1.0.0.tgz``."""
+    return f"{registry}/{name}/-/{name.rpartition('/')[2]}-{version}.tgz"
+
+
+def _download(url: str, path: Path) -> None:
+    import requests
+
+    try:
+        with requests.get(url, timeout=60, stream=True) as response:
+            response.raise_for_status()
+            with open(path, "wb") as f:
+                for chunk in response.iter_content(chunk_size=1 << 16):
+                    f.write(chunk)
+    except requests.RequestException as exc:
+        raise SystemExit(f"could not download {url} ({exc}); the book's offline MathJax and widget scripts "
+                         "come from the npm registry: check the connection, or set NPM_CONFIG_REGISTRY to "
+                         "a mirror") from None
+
+
 def fetch(dest: Path) -> None:
     versions = dest / VERSIONS_FILE
     if versions.is_file() and json.loads(versions.read_text()) == _wanted():
         print(f"offline assets up to date in {dest}")
         return
-    npm = shutil.which("npm")
-    if npm is None:
-        raise SystemExit("npm is needed to fetch the book's JavaScript (MathJax, require.js, the widget "
-                         "manager) from the npm registry: install Node.js (e.g. apt-get install npm)")
+    registry = _registry()
     staging = Path(tempfile.mkdtemp(prefix="assets-", dir=dest.parent if dest.parent.is_dir() else None))
     try:
-        specs = [f"{p['name']}@{p['version']}" for p in PACKAGES]
-        out = subprocess.run([npm, "pack", "--json", "--pack-destination", str(staging), *specs],
-                             check=True, capture_output=True, text=True).stdout
-        packed = {d["name"]: d for d in json.loads(out)}
         tree = staging / "tree"
         for p in PACKAGES:
-            info = packed[p["name"]]
-            if info["version"] != p["version"] or info["integrity"] != p["integrity"]:
-                raise SystemExit(f"npm returned {p['name']} {info['version']} {info['integrity']}, "
-                                 f"expected {p['version']} {p['integrity']}")
-            tarball = staging / info["filename"]
+            tarball = staging / f"{p['name'].replace('/', '-')}-{p['version']}.tgz"
+            _download(tarball_url(p["name"], p["version"], registry), tarball)
             _check_integrity(tarball, p["integrity"])
             n = _extract(tarball, p["copy"], tree)
             print(f"{p['name']} {p['version']}: {n} files")
