@@ -17,9 +17,11 @@ For the Elman RNN :math:`H_t = \phi(X_t W_{xh} + H_{t-1} W_{hh} + b_h)` (course'
     J_t = \mathrm{diag}(\phi'(A_t))\, W_{hh}^\top = \mathrm{diag}(\phi'(A_t))\, \texttt{weight\_hh},
 
 with :math:`\phi' = 1 - H_t^2` for tanh and :math:`\mathbf{1}[A_t > 0]` for ReLU. Since
-:math:`|\phi'| \le 1`, the product's norm is at most :math:`\|W_{hh}\|_2^{k}` after ``k`` steps: with
-spectral radius below one the gradient vanishes geometrically, and only an expanding :math:`W_{hh}` (with
-units that stay unsaturated, as ReLU allows) can make it explode.
+:math:`|\phi'| \le 1`, the product's norm is at most :math:`\|W_{hh}\|_2^{k}` after ``k`` steps: when the
+largest singular value (the spectral norm) is below one the gradient vanishes geometrically, and only an
+expanding :math:`W_{hh}` (with units that stay unsaturated, as ReLU allows) can make it explode. For an
+orthogonal matrix times :math:`\rho`, as :func:`recurrent_weight` builds, spectral norm and spectral
+radius are both :math:`\rho`.
 
 Everything here works with ``torch.nn.RNN/LSTM/GRU`` (one layer, one direction), their cells, and
 ``rnnlib``'s versions, which share the interface and parameter names.

@@ -56,7 +56,6 @@ def _recurrent_class(cell: str, impl: str, kind: str) -> type:
     if impl == "torch":
         module = nn
     elif impl == "rnnlib":
-        # Imported here, not at the top, so the models work while rnnlib.layers/cells are optional.
         if kind == "layer":
             from rnnlib import layers as module
         else:
@@ -390,7 +389,7 @@ class PaddedRNN(nn.Module):
             output = x
             for layer in range(self.num_layers):
                 if layer > 0:
-                    output = F.dropout(output, self.dropout, self.training)  # what nn.GRU does between layers
+                    output = F.dropout(output, self.dropout, self.training)  # as torch.nn's layers do between layers
                 forward = self._run_direction(output, layer, "")
                 backward = self._run_direction(reverse_padded(output, lengths), layer, "_reverse")
                 backward = reverse_padded(backward, lengths)  # back to the original time order

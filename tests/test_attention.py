@@ -317,8 +317,6 @@ def test_seq2seq_learns_to_reverse_with_attention(one_thread):
 @pytest.mark.parametrize("attention", ["additive", "dot", None])
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_seq2seq_rnnlib_matches_torch(attention, cell):
-    pytest.importorskip("rnnlib.layers")
-    pytest.importorskip("rnnlib.cells")
     torch.manual_seed(0)
     theirs = Seq2Seq(11, 13, hidden_size=6, embedding_dim=4, attention=attention, cell=cell).double()
     ours = Seq2Seq(11, 13, hidden_size=6, embedding_dim=4, attention=attention, cell=cell, impl="rnnlib").double()
@@ -331,7 +329,6 @@ def test_seq2seq_rnnlib_matches_torch(attention, cell):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_causal_lm_rnnlib_matches_torch(cell):
-    pytest.importorskip("rnnlib.layers")
     torch.manual_seed(0)
     theirs = CausalAttentionLM(7, hidden_size=6, cell=cell).double()
     ours = CausalAttentionLM(7, hidden_size=6, cell=cell, impl="rnnlib").double()
