@@ -42,6 +42,7 @@ class TrainConfig:
     progress: bool = True               # show a tqdm progress bar
     live_plot: bool = False             # redraw a loss plot in the notebook at each evaluation
     desc: str = "training"              # label of the progress bar and the plot
+    loss_label: str = "loss"            # y-axis label of the live plot, with its unit, e.g. "loss (nats/char)"
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -196,7 +197,7 @@ def fit(
 
     from .plots import LivePlot
 
-    live = LivePlot(title=config.desc) if config.live_plot else None
+    live = LivePlot(title=config.desc, ylabel=config.loss_label) if config.live_plot else None
     bar = tqdm(total=config.steps, desc=config.desc, disable=not config.progress, mininterval=1.0)
     start_step = history.steps_done
     evals_without_improvement = 0
