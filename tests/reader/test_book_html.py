@@ -169,6 +169,18 @@ def test_figures_are_images_not_text(book):
     assert not found, f"{book.name}: figures rendered as text instead of images:\n" + "\n".join(found)
 
 
+def test_live_training_plot_leaves_exactly_one_figure(book):
+    """fit(..., live_plot=True) redraws one figure in place while training; the page keeps its last frame only."""
+    found = {}
+    for path in html_files(book.html):
+        for cell in soup(path).select("div.cell"):
+            source, output = cell.select_one(".cell_input"), cell.select_one(".cell_output")
+            if source is not None and "live_plot=True" in source.get_text():
+                found[f"{path.relative_to(book.html)}"] = len(output.find_all("img")) if output else 0
+    assert found, f"{book.name}: no page trains with live_plot=True (the getting-started notebook should)"
+    assert all(n == 1 for n in found.values()), f"{book.name}: images under each live-plot cell: {found}"
+
+
 def test_every_captioned_output_figure_holds_an_image(book):
     """A cell's `mystnb.figure.caption` captions every display output of that cell: a progress bar or a
     text repr in the same cell gets the caption too, and the page shows 'Fig. 1' around no picture."""
@@ -215,6 +227,13 @@ def test_results_page_shows_every_recorded_table(book):
     page = soup(book.html / pages[0].html)
     article = page.find("article") or page
     recorded = sorted(book.results.glob("*.json")) if book.results.is_dir() else []
+    # Every chapter notebook keeps a results table and must have recorded it in this build (the exercises are
+    # built as the learner receives them, with nothing trained, so they record none).
+    expected_titles = {m for nb in sorted((book.source / "chapters").glob("*.ipynb"))
+                       for m in re.findall(r'Results\((?:\\)?"([^"\\]+)(?:\\)?"\)', nb.read_text())}
+    recorded_titles = {json.loads(f.read_text())["notebook"] for f in recorded}
+    assert expected_titles <= recorded_titles, (
+        f"{book.name}: notebooks whose results table was not recorded: {sorted(expected_titles - recorded_titles)}")
     if not recorded:
         assert "No results were recorded" in article.get_text(" ")
         return
@@ -227,8 +246,8 @@ def test_results_page_shows_every_recorded_table(book):
             problems.append(f"{file.name}: no section {data['notebook']!r} on {pages[0].html}")
             continue
         meta = heading.find_next("p").get_text(" ")
-        if data["mode"] not in meta or data["device"] not in meta:
-            problems.append(f"{data['notebook']}: mode/device missing from {meta!r}")
+        if data["mode"] not in meta or data["device"] not in meta or "s to run the notebook" not in meta:
+            problems.append(f"{data['notebook']}: mode/device/run time missing from {meta!r}")
         rows = {tr.find_all("td")[0].get_text(): [td.get_text() for td in tr.find_all("td")]
                 for tr in heading.find_next("table").find_all("tr") if tr.find_all("td")}
         for e in data["entries"]:

@@ -1,10 +1,10 @@
 """The Colab path, simulated: a fresh environment with torch but no rnnlib runs a notebook's setup cell.
 
 What it does (about 1-2 minutes, most of it pip):
-1. creates a virtual environment with `python -m venv` and installs torch==2.13.0 (the CPU wheel) and
-   ipykernel into it, as Colab has torch and a kernel but not rnnlib;
+1. creates a virtual environment with `python -m venv` and installs torch==2.13.0 (the CPU wheel here),
+   ipykernel and ipywidgets into it, as Colab has torch, a kernel and widgets but not rnnlib;
 2. registers that environment as a Jupyter kernel in a temporary JUPYTER_PATH;
-3. runs the getting-started notebook's first code cell (the setup cell) in that kernel, in an empty
+3. runs chapter 7.1's first code cell (the setup cell) in that kernel, in an empty
    working folder, with RNNLIB_INSTALL_SOURCE pointing at a copy of this checkout instead of the
    repository URL (a copy, because pip builds a local folder in place and would leave build/ behind);
 4. checks that rnnlib is now installed in that environment and that torch was not reinstalled,
@@ -28,8 +28,8 @@ from fixture_book import ROOT
 
 pytestmark = pytest.mark.slow
 
-NOTEBOOK = ROOT / "chapters" / "0-getting-started.ipynb"
-TORCH = "torch==2.13.0"  # the CPU wheel; an unpinned torch could pull a multi-GB CUDA build
+NOTEBOOK = ROOT / "chapters" / "7-1-foundations.ipynb"
+TORCH = "torch==2.13.0"  # the CPU wheel on this machine; an unpinned torch could pull a multi-GB CUDA build
 PACKAGE_FILES = ("pyproject.toml", "README.md", "LICENSE", "LICENSE.txt", "rnnlib")
 
 
@@ -84,7 +84,8 @@ def test_setup_cell_installs_rnnlib_keeps_torch_and_the_notebook_runs(tmp_path, 
     venv = tmp_path / "colab-venv"
     _run(sys.executable, "-m", "venv", venv)
     python = venv / "bin" / "python"
-    _run(python, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check", TORCH, "ipykernel")
+    _run(python, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check", TORCH, "ipykernel",
+         "ipywidgets")
     lap("fresh venv with torch and ipykernel")
     probe = _run(python, "-c", "import importlib.util as u; print(u.find_spec('rnnlib') is None)", cwd=tmp_path)
     assert probe.stdout.strip() == "True", "rnnlib is importable before the setup cell ran: not a fresh environment"

@@ -16,7 +16,7 @@ from nbclient import NotebookClient
 
 from fixture_book import ROOT
 
-NOTEBOOKS = ["chapters/0-getting-started.ipynb"]
+NOTEBOOKS = ["chapters/0-getting-started.ipynb", "chapters/7-1-foundations.ipynb"]
 TIMING = re.compile(r"\d+(\.\d+)?\s*(ms|s|seconds|it/s|s/it)\b|\d\d:\d\d(<\d\d:\d\d)?")
 NUMBER = re.compile(r"\d+\.\d{3,}")
 
