@@ -5,7 +5,7 @@ twice or left open: a notebook displays the returned figure (it is the cell's va
 Models never plot; they return numbers, and these helpers draw them.
 :class:`LivePlot` redraws one training-curve figure in place while a notebook trains.
 
-Colours: every figure cycles through :data:`PALETTE`, the colour-blind-safe palette of Okabe and Ito
+Colours: every figure cycles through ``PALETTE``, the colour-blind-safe palette of Okabe and Ito
 (2008), and has an opaque white background, so that it reads the same for readers with a colour-vision
 deficiency and on the book's dark theme.
 """
@@ -46,7 +46,7 @@ FACECOLOR = "white"  # opaque, so a figure keeps its light background on a dark 
 
 
 def palette_color(i: int) -> str:
-    """The ``i``-th colour of :data:`PALETTE`, cycling (the course's ``"C{i}"``)."""
+    """The ``i``-th colour of ``PALETTE``, cycling (the course's ``"C{i}"``)."""
     return PALETTE[i % len(PALETTE)]
 
 
@@ -58,7 +58,7 @@ def _as_numpy(x) -> np.ndarray:
 
 def new_figure(nrows: int = 1, ncols: int = 1, width: float = 6.4, height: float = 4.0, **kw):
     """A Figure and its axes (like ``plt.subplots``, without pyplot's global state), with the course's
-    colours: an opaque white background and :data:`PALETTE` as every axes' colour cycle."""
+    colours: an opaque white background and ``PALETTE`` as every axes' colour cycle."""
     fig = Figure(figsize=(width, height), layout="constrained", facecolor=FACECOLOR)
     axes = fig.subplots(nrows, ncols, squeeze=True, **kw)
     for ax in np.atleast_1d(axes).flat:
