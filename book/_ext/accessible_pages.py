@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-EMPTY_HEADER = re.compile(r"<th(\s[^>]*)?>\s*</th>")
+EMPTY_HEADER = re.compile(r"<th(\s[^>]*)?>(?:\s|&nbsp;|&#160;)*</th>")
 
 
 def fix_empty_table_headers(body: str) -> str:

@@ -10,7 +10,9 @@ builder that shows neither HTML nor widgets, this extension replaces
 - a widget output by a sentence built from the widget state the notebook saved: a progress bar's final
   text (``GRU language model: 100% 40/40 [00:04<00:00, loss=2.726]``), or, for an interactive explorer,
   which controls it has and that it needs a running notebook;
-- an HTML table (a pandas DataFrame or Styler) by the same table as a document table.
+- an HTML table (a pandas DataFrame or Styler) by the same table as a document table;
+- a code listing shown with ``IPython.display.Code``, whose LaTeX form is a ``Verbatim`` environment
+  that myst-nb would place inside a math environment (which stops LaTeX), by its plain text.
 
 HTML builds are unchanged: they show the live widgets and the HTML tables.
 """
@@ -138,6 +140,8 @@ class PrintableOutputs(SphinxPostTransform):
         states: dict[str, dict] = {}
         for bundle in list(self.document.findall(_is_mime_bundle)):
             mimes = {child["mime_type"]: child for child in bundle.children}
+            if "\\begin{Verbatim}" in mimes.get("text/latex", nodes.Text("")).astext() and "text/plain" in mimes:
+                bundle.remove(mimes.pop("text/latex"))
             if any(m in mimes for m in ("image/png", "image/jpeg", "application/pdf", "text/latex")):
                 continue  # already printable
             if WIDGET_VIEW in mimes:
@@ -153,9 +157,13 @@ class PrintableOutputs(SphinxPostTransform):
                     bundle.replace_self(table)
 
     def _docname(self, node) -> str:
-        """The document a node comes from: the LaTeX builder joins every page into one tree, marking where
-        each page starts (``start_of_file``); other builders transform one page at a time."""
+        """The notebook a node comes from. The LaTeX builder joins every page into one tree, so the tree's
+        own source is the root page; myst-nb records each output's notebook in the node's ``source``."""
         while node is not None:
+            if getattr(node, "source", None):
+                docname = self.env.path2doc(node.source)
+                if docname:
+                    return docname
             if isinstance(node, addnodes.start_of_file):
                 return node["docname"]
             node = node.parent

@@ -16,6 +16,9 @@ from sphinx.transforms.post_transforms.images import ImageConverter
 
 class RsvgConverter(ImageConverter):
     conversion_rules = [("image/svg+xml", "application/pdf")]
+    # Before sphinx.ext.imgconverter (ImageMagick, priority 200), which sphinx-jupyterbook-latex loads:
+    # ImageMagick renders SVG only with the right delegates, and rasterizes it.
+    default_priority = 150
 
     def is_available(self) -> bool:
         if shutil.which("rsvg-convert") is None:
