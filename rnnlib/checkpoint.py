@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "atomic_save"]
 
 FORMAT = "rnnlib-checkpoint-1"
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive

@@ -44,12 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-
-__all__ = ["TrainConfig", "History", "TrainingDiverged", "StepResult", "train_step", "evaluate", "fit", "LMLoss",
-           "evaluate_lm", "detach_state", "count_parameters", "save_checkpoint", "load_checkpoint",
-           "CheckpointError"]
-
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: F401 (importable from here)
 
 @dataclass
 class TrainConfig:
