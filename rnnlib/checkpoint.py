@@ -224,7 +224,23 @@ def save_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, hist
         "extra": extra or {},
     }
     _check_saveable(payload)
+    _refuse_to_replace_other_files(Path(path))
     atomic_save(payload, Path(path))
+
+
+def _refuse_to_replace_other_files(path: Path) -> None:
+    """A file at ``path`` is replaced only if it is a checkpoint (an older one of this run, usually)."""
+    if not path.is_file():
+        return
+    try:
+        with _allow_course_types():  # mmap: only the small index of the file is read, not its tensors
+            old = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        ours = isinstance(old, dict) and {"model", "torch_rng", "extra"} <= set(old)
+    except Exception:
+        ours = False
+    if not ours:
+        raise CheckpointError(f"{path} exists and is not a checkpoint written by save_checkpoint (it is another "
+                              "file, or a damaged one), so it is not replaced. Move it away, or save to another path")
 
 
 # --------------------------------------------------------------------------------------------- loading

@@ -259,3 +259,21 @@ def test_saving_into_a_read_only_folder_says_so_and_keeps_the_old_file(tmp_path)
     assert "PermissionError" in run.stderr and f"could not write {path}" in run.stderr
     assert "the previous file" in run.stderr and "is unchanged" in run.stderr
     assert path.read_bytes() == good and sorted(p.name for p in folder.iterdir()) == ["c.pt"]
+
+
+@pytest.mark.parametrize("kind", ["state_dict", "text", "truncated"])
+def test_a_file_that_is_not_a_checkpoint_is_never_replaced(tmp_path, kind):
+    path = tmp_path / "model.pt"
+    if kind == "state_dict":  # e.g. the learner's own weights, saved under the name fit was given
+        torch.save(nn.Linear(4, 3).state_dict(), path)
+    elif kind == "text":
+        path.write_text("notes")
+    else:
+        data = write_checkpoint(tmp_path / "good.pt").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    before = path.read_bytes()
+    model, opt = model_and_optimizer()
+    with pytest.raises(CheckpointError, match="is not a checkpoint written by save_checkpoint .* not replaced"):
+        save_checkpoint(path, model, opt)
+    assert path.read_bytes() == before
+    write_checkpoint(tmp_path / "good.pt")  # an earlier checkpoint is replaced, as it should be
