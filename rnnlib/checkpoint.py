@@ -118,6 +118,14 @@ def _instead(obj) -> str:
     return "store its contents as tensors, numbers, strings, lists and dicts"
 
 
+def _plain_key(key) -> bool:
+    """A dict key that loads back: a number, string, bytes, None, dtype or device, or a tuple of them."""
+    if type(key) is tuple:
+        return all(_plain_key(k) for k in key)
+    return type(key) in (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device) and \
+        _is_loadable_leaf(key)
+
+
 def _first_unloadable(obj, where: str, seen: set):
     """``(where, obj)`` for the first object inside ``obj`` that ``load_checkpoint`` would refuse, else None."""
     if _is_loadable_leaf(obj):
@@ -128,7 +136,7 @@ def _first_unloadable(obj, where: str, seen: set):
             return None
         seen.add(id(obj))
         for key, value in obj.items():
-            if not _is_loadable_leaf(key) or isinstance(key, (torch.Tensor, bytearray, set)):
+            if not _plain_key(key):
                 return f"{where}, key {key!r}", key
             found = _first_unloadable(value, f"{where}[{key!r}]", seen)
             if found:
@@ -224,8 +232,9 @@ def save_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, hist
         "extra": extra or {},
     }
     _check_saveable(payload)
-    _refuse_to_replace_other_files(Path(path))
-    atomic_save(payload, Path(path))
+    path = Path(path).expanduser()
+    _refuse_to_replace_other_files(path)
+    atomic_save(payload, path)
 
 
 def _refuse_to_replace_other_files(path: Path) -> None:
@@ -380,7 +389,7 @@ def load_checkpoint(path, model: nn.Module, optimizer=None, scheduler=None, rest
     """
     from .train import History
 
-    path = Path(path)
+    path = Path(path).expanduser()
     payload = _read(path, _device_of(model))
     _check_model(payload["model"], model, path)
     optimizers = _pair_up(optimizer, payload.get("optimizer"), "optimizer", path)

@@ -241,6 +241,15 @@ def _nonfinite_gradients(model: nn.Module) -> str:
             "but the sum of squares is not)")
 
 
+def _check_loss(loss) -> None:
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        what = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"loss_fn must return the loss as a one-element tensor (e.g. a mean), got {what}")
+    if not loss.requires_grad:
+        raise ValueError("the loss does not depend on any trainable parameter: was it computed under "
+                         "torch.no_grad(), detached, or turned into a Python number?")
+
+
 @dataclass
 class StepResult:
     """What :func:`train_step` did: the loss, the gradient norm before clipping, and why it skipped, if it did."""
@@ -269,6 +278,7 @@ def train_step(model: nn.Module, optimizers, batch, loss_fn: Callable, config: T
         opt.zero_grad(set_to_none=True)
     with torch.autocast(params[0].device.type, dtype=torch.float16, enabled=scaler is not None):
         loss = loss_fn(model, batch)                              # forward pass and loss L
+    _check_loss(loss)
     value = float(loss.detach())
     if not math.isfinite(value):
         return StepResult(value, math.nan, skipped=f"the loss ({value})")
@@ -435,7 +445,9 @@ class _Bookkeeper:
         broken = [name for name, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
         if broken:
             tips.append(f"the weights are already not finite ({', '.join(broken[:3])}): an earlier update "
-                        "overflowed; load the best weights (err.history.best_state) or a checkpoint")
+                        "overflowed or they were loaded so; " +
+                        ("load the best weights (model.load_state_dict(err.history.best_state))"
+                         if self.history.best_state is not None else "load good weights (a checkpoint)"))
         lrs = ", ".join(f"{lr:g}" for lr in sorted({g["lr"] for o in self.optimizers for g in o.param_groups}))
         tips.append(f"lower the learning rate (now {lrs})")
         if self.config.clip_norm is None and self.config.clip_value is None:
@@ -511,6 +523,9 @@ def fit(
     """
     config = config or TrainConfig()
     history = history if history is not None else History()
+    if not isinstance(history, History):
+        raise TypeError(f"history must be a History (History.from_dict(d) turns a saved dict into one), "
+                        f"got {type(history).__name__}")
     history.interrupted = history.stopped_early = False  # both describe the latest call
     optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
     if config.eval_every is not None and val_fn is None:

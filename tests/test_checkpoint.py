@@ -277,3 +277,11 @@ def test_a_file_that_is_not_a_checkpoint_is_never_replaced(tmp_path, kind):
         save_checkpoint(path, model, opt)
     assert path.read_bytes() == before
     write_checkpoint(tmp_path / "good.pt")  # an earlier checkpoint is replaced, as it should be
+
+
+def test_dict_keys_load_back_or_are_refused(tmp_path):
+    model, _ = model_and_optimizer()
+    save_checkpoint(tmp_path / "c.pt", model, extra={"by_pair": {(1, "a"): 2.0, None: 1, 3.5: "x"}})
+    assert load_checkpoint(tmp_path / "c.pt", model)["extra"]["by_pair"] == {(1, "a"): 2.0, None: 1, 3.5: "x"}
+    with pytest.raises(CheckpointError, match=r"extra\['bad'\], key \(1, numpy.int64|extra\['bad'\], key \(1, np.int64"):
+        save_checkpoint(tmp_path / "d.pt", model, extra={"bad": {(1, np.int64(2)): 0}})

@@ -420,3 +420,23 @@ def test_evaluate_restores_the_mode_and_returns_a_float():
     value = evaluate(model, lambda m: (seen.append(m.training), mse(m, (X, y)))[1])
     assert seen == [False] and model.training and isinstance(value, float)
     assert torch.is_grad_enabled()  # gradients are back on after evaluate
+
+
+@pytest.mark.parametrize("loss_fn, message", [
+    (lambda m, b: (m(b[0]).squeeze(-1) - b[1]) ** 2, r"one-element tensor .*shape \(16,\)"),
+    (lambda m, b: mse(m, b).item(), "one-element tensor .*got float"),
+    (lambda m, b: mse(m, b).detach(), "does not depend on any trainable parameter"),
+])
+def test_a_loss_fn_that_returns_the_wrong_thing_is_named(loss_fn, message):
+    model = nn.Linear(4, 1)
+    with pytest.raises(ValueError, match=message) as info:
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.1), iter(stream()), loss_fn, None,
+            quiet(steps=2, eval_every=None))
+    assert info.value.history.steps_done == 0
+
+
+def test_a_history_that_is_not_a_history_is_refused():
+    model = nn.Linear(4, 1)
+    with pytest.raises(TypeError, match="History.from_dict"):
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.1), iter(stream()), mse, None,
+            quiet(steps=2, eval_every=None), history={"step": [1]})
