@@ -219,8 +219,7 @@ def checker(func: Callable[..., str]) -> Callable[..., CheckResult]:
                 result = CheckResult(name, "passed", message)
         except _Verdict as verdict:
             if session.dtype == torch.float64 and verdict.status != "todo" and verdict.about_dtype:
-                verdict.message = ("With float64 inputs (every check runs a second time in float64): "
-                                   + verdict.message[0].lower() + verdict.message[1:])
+                verdict.message = "With float64 inputs (every check runs a second time in float64): " + verdict.message
             result = CheckResult(name, verdict.status, verdict.message, verdict.hint, verdict.details)
         except KeyboardInterrupt:
             raise
@@ -410,7 +409,8 @@ def run(fn: Callable, *args, what: str, time_limit: Optional[float] = None, allo
                            watch, lambda dtype, device: dtype != torch.float64),
                        "Make new tensors from an input, e.g. x.new_zeros(batch, hidden) or torch.zeros(..., "
                        "dtype=x.dtype, device=x.device), so that they follow its dtype and device.")
-        _on_another_device(fn, args, kwargs, out, what, time_limit, cpu_args)
+        if _accelerator() is not None or any(ndim > 0 for *_, ndim in watch.factories):
+            _on_another_device(fn, args, kwargs, out, what, time_limit, cpu_args)
     elif reference is not None and not session.timed:
         session.timed = True
         _compare_speed(fn, args, kwargs, reference, time_limit)
@@ -449,13 +449,35 @@ def _move(x: Any, device: torch.device, dtype: Optional[torch.dtype]) -> Any:
     return x
 
 
+_META_READY = False
+
+
+def _warm_up_meta() -> None:
+    """Run common operators on the meta device once, outside any time limit: their meta kernels load
+    lazily and the first use imports a large part of PyTorch (seconds)."""
+    global _META_READY
+    if not _META_READY:
+        _META_READY = True
+        a = torch.zeros(2, 3, device="meta")
+        mask = torch.ones(2, 3, dtype=torch.bool, device="meta")
+        for op in (lambda: torch.softmax(a, -1), lambda: a.masked_fill(mask, 0.0), lambda: torch.where(mask, a, a),
+                   lambda: a @ a.T, lambda: torch.cat([a, a]), lambda: a[torch.arange(2)], lambda: torch.tanh(a)):
+            try:
+                op()
+            except Exception:
+                pass
+
+
 def _on_another_device(fn, args, kwargs, out, what: str, time_limit: float, cpu_args: Sequence[int]) -> None:
     """Run ``fn`` again with its tensors and modules on a GPU (values compared with ``out``) or, without one,
-    on the meta device (no values, but mixing devices raises as on a GPU)."""
+    on the meta device (no values, but mixing devices raises as on a GPU). Without a GPU this runs only
+    for code that made a tensor with a factory and no ``device=``: nothing else can depend on the device."""
     if not (_tensors(list(args) + list(kwargs.values())) or isinstance(fn, torch.nn.Module)
             or any(isinstance(a, torch.nn.Module) for a in args)):
         return
     device = _accelerator() or torch.device("meta")
+    if device.type == "meta":
+        _warm_up_meta()
     dtype = torch.float32 if device.type == "mps" else None  # MPS has no float64
     where = (f"on the {device.type.upper()} device" if device.type != "meta" else
              "on another device (simulated with PyTorch's meta device, as this machine has no GPU)")

@@ -237,23 +237,23 @@ class _Functions(TorchFunctionMode):
         kwargs = kwargs or {}
         watch = self.watch
         name = ""
-        if not watch._shield:
-            try:
-                name = getattr(func, "__name__", "").split(".")[0]
-                if name == "__get__":  # a property such as Tensor.data
-                    name = getattr(getattr(func, "__self__", None), "__name__", "")
-                caller = sys._getframe(1)
-                if name in FUSED:
+        try:  # fused operators count outside allowed and rnnlib code; cuts and factories on the learner's lines
+            name = getattr(func, "__name__", "").split(".")[0]
+            if name == "__get__":  # a property such as Tensor.data
+                name = getattr(getattr(func, "__self__", None), "__name__", "")
+            caller = sys._getframe(1)
+            if name in FUSED:
+                if not watch._shield:
                     watch._record_op(name, caller)
-                elif name == "_set_grad_enabled":  # torch.no_grad() enters through torch's own code
-                    if args and args[0] is False:
-                        watch._record_cut(CUTS[name], caller)
-                elif name in CUTS and _kind(caller.f_code.co_filename) == "learner":
-                    data = args[0] if args else kwargs.get("data")
-                    if name not in ("tensor", "as_tensor") or not isinstance(data, (bool, int, float)):
-                        watch._record_cut(CUTS[name], caller)
-            except Exception:
-                name = ""
+            elif name == "_set_grad_enabled":  # torch.no_grad() enters through torch's own code
+                if args and args[0] is False and not watch._shield:
+                    watch._record_cut(CUTS[name], caller)
+            elif name in CUTS and _kind(caller.f_code.co_filename) == "learner":
+                data = args[0] if args else kwargs.get("data")
+                if name not in ("tensor", "as_tensor") or not isinstance(data, (bool, int, float)):
+                    watch._record_cut(CUTS[name], caller)
+        except Exception:
+            name = ""
         out = func(*args, **kwargs)
         if name in FACTORIES and isinstance(out, Tensor) and "device" not in kwargs:
             try:
@@ -266,6 +266,10 @@ class _Functions(TorchFunctionMode):
 
 
 class _Operators(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:  # else torch wraps __torch_dispatch__ so that its first call imports
+        return False                       # torch._dynamo, seconds of work that a checker does not need
+
     def __init__(self, watch: Watch):
         super().__init__()
         self.watch = watch
