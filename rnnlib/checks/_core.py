@@ -331,7 +331,7 @@ def _made_tensors(watch: Optional[Watch], wrong: Callable[[torch.dtype, torch.de
     if watch is None:
         return ""
     found = list(dict.fromkeys(f"{name}{where}" for name, where, dtype, device, ndim in watch.factories
-                               if ndim > 0 and dtype.is_floating_point and wrong(dtype, device)))
+                               if ndim > 0 and wrong(dtype, device)))
     if not found:
         return ""
     return " The tensor made by " + " and by ".join(found[:3]) + " does not follow the inputs."
@@ -345,7 +345,7 @@ def _exception_hint(exc: BaseException, watch: Optional[Watch] = None) -> str:
                 "maps (batch, in) to (batch, out).")
     if _DTYPE_ERROR.search(text) and not _DEVICE_ERROR.search(text):
         return ("A tensor you created has another dtype than the inputs." + _made_tensors(
-                    watch, lambda dtype, device: dtype != torch.float64 and float64_pass())
+                    watch, lambda dtype, device: dtype.is_floating_point and dtype != torch.float64 and float64_pass())
                 + " Create new tensors from an input, e.g. x.new_zeros(batch, hidden), or pass "
                 "dtype=x.dtype, device=x.device.")
     if isinstance(exc, TypeError) and _learner_frame(exc) is None and ("argument" in text or "positional" in text):
@@ -406,7 +406,7 @@ def run(fn: Callable, *args, what: str, time_limit: Optional[float] = None, allo
         if wrong:
             raise fail(f"{what} returns {describe(wrong[0])} of dtype {wrong[0].dtype} for float64 inputs: some "
                        "tensor in your code has a fixed dtype." + _made_tensors(
-                           watch, lambda dtype, device: dtype != torch.float64),
+                           watch, lambda dtype, device: dtype.is_floating_point and dtype != torch.float64),
                        "Make new tensors from an input, e.g. x.new_zeros(batch, hidden) or torch.zeros(..., "
                        "dtype=x.dtype, device=x.device), so that they follow its dtype and device.")
         if _accelerator() is not None or any(ndim > 0 for *_, ndim in watch.factories):

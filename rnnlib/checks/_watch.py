@@ -81,6 +81,7 @@ CUTS = {"detach": ".detach()", "detach_": ".detach_()", "data": ".data", "numpy"
         "from_numpy": "torch.from_numpy(...)", "_set_grad_enabled": "torch.no_grad()"}
 FACTORIES = {"zeros", "ones", "empty", "full", "rand", "randn", "randint", "tensor", "as_tensor", "eye",
              "arange", "linspace", "from_numpy", "Tensor", "FloatTensor"}
+CASTS = {"float", "double", "half", "bfloat16", "to", "type"}  # recorded when they change a tensor's dtype
 
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
 _STDLIB_DIR = os.path.dirname(os.path.abspath(os.__file__))
@@ -181,6 +182,8 @@ class Watch:
                     self._depth[key] -= 1
                 return
             if self._shield:
+                if event == "call" and self._count:  # the reference calling a counted cell still calls it
+                    self._count_call(frame)
                 return
             if event == "call":
                 self._on_call(frame)
@@ -203,13 +206,16 @@ class Watch:
                 return id(obj)
         return None
 
-    def _on_call(self, frame) -> None:
-        code = frame.f_code
+    def _count_call(self, frame) -> None:
         key = self._counted_key(frame)
         if key is not None:
             if self._depth[key] == 0:
                 self.calls[key] += 1
             self._depth[key] += 1
+
+    def _on_call(self, frame) -> None:
+        code = frame.f_code
+        self._count_call(frame)
         if code.co_name == "forward" and self._allow and id(frame.f_locals.get("self")) in self._allow:
             self._shield.append(frame)
             return
@@ -260,6 +266,14 @@ class _Functions(TorchFunctionMode):
                 caller = sys._getframe(1)
                 if _kind(caller.f_code.co_filename) == "learner":
                     watch.factories.append((f"torch.{name}(...)", site(caller), out.dtype, out.device, out.dim()))
+            except Exception:
+                pass
+        elif (name in CASTS and isinstance(out, Tensor) and args and isinstance(args[0], Tensor)
+              and out.dtype != args[0].dtype):
+            try:
+                caller = sys._getframe(1)
+                if _kind(caller.f_code.co_filename) == "learner":
+                    watch.factories.append((f".{name}(...)", site(caller), out.dtype, out.device, out.dim()))
             except Exception:
                 pass
         return out

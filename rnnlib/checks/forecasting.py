@@ -340,7 +340,7 @@ def check_forecaster(model_class) -> str:
             raise fail("The prediction differs from an RNN unrolled over the window with the head on its last state.",
                        "Start from a zero state, update it with self.cell one day at a time, and apply self.head "
                        "once, to the state after the last day.")
-        if watch.count(model.cell) != T:
+        if watch.count(model.cell) != T and not watch.reference:  # rnnlib's code that ran is named in the verdict
             raise fail(f"forward called self.cell {watch.count(model.cell)} times for a window of T={T} days; unrolling "
                        "the RNN calls it exactly once per day.",
                        "Loop over the days and call h = self.cell(x[:, t], h) once for each t.")
