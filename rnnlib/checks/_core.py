@@ -570,6 +570,9 @@ def expect_tensor(x: Any, what: str, hint: str = "") -> Tensor:
 
 def expect_shape(x: Any, shape: Sequence[int], what: str, hint: str = "") -> Tensor:
     x = expect_tensor(x, what, hint)
+    if x.dim() == 0 and len(shape):
+        raise fail(f"{what} is a 0-d tensor (a single number); expected shape {tuple(shape)}.",
+                   hint or "Keep the batch dimension: do not sum, average or .squeeze() it away.")
     if tuple(x.shape) != tuple(shape):
         raise fail(f"{what} has shape {tuple(x.shape)}; expected {tuple(shape)}.", hint)
     if not x.is_floating_point():
