@@ -261,21 +261,16 @@ class _Functions(TorchFunctionMode):
         except Exception:
             name = ""
         out = func(*args, **kwargs)
+        made = None  # a new tensor whose dtype and device the learner's line chose
         if name in FACTORIES and isinstance(out, Tensor) and "device" not in kwargs:
-            try:
-                caller = sys._getframe(1)
-                if _kind(caller.f_code.co_filename) == "learner":
-                    watch.factories.append((f"torch.{name}(...)", site(caller), out.dtype, out.device, out.dim()))
-            except Exception:
-                pass
+            made = f"torch.{name}(...)"
         elif (name in CASTS and isinstance(out, Tensor) and args and isinstance(args[0], Tensor)
               and out.dtype != args[0].dtype):
-            try:
-                caller = sys._getframe(1)
-                if _kind(caller.f_code.co_filename) == "learner":
-                    watch.factories.append((f".{name}(...)", site(caller), out.dtype, out.device, out.dim()))
-            except Exception:
-                pass
+            made = f".{name}(...)"
+        if made is not None:
+            caller = sys._getframe(1)
+            if _kind(caller.f_code.co_filename) == "learner":
+                watch.factories.append((made, site(caller), out.dtype, out.device, out.dim()))
         return out
 
 
