@@ -84,7 +84,22 @@ ROUTES = {  # name -> (call with the fixture's data, an operator or module that 
         lambda d: _disabled(lambda: F.scaled_dot_product_attention(d["q"], d["k"], d["k"]))(), "_safe_softmax"),
     "nn.MultiheadAttention": (lambda d: nn.MultiheadAttention(H, 1, batch_first=True)(d["q"], d["k"], d["k"]),
                               "MultiheadAttention"),
+    "torch.ao's quantizable LSTMCell (plain Python inside torch)": (
+        lambda d: __import__("torch.ao.nn.quantizable", fromlist=["LSTMCell"]).LSTMCell(D, H)(d["x"], (d["h"], d["c"])),
+        "LSTMCell"),
+    "torch.ao's dynamically quantized GRU": (
+        lambda d: __import__("torch.ao.nn.quantized.dynamic", fromlist=["GRU"]).GRU(D, H, batch_first=True)(d["seq"]),
+        "GRU"),
+    "torch.lstm_cell inside a TorchScript function": (lambda d: _scripted_cell()(d["x"], d["h"], d["c"], *d["w"]),
+                                                      "unsafe_split"),
 }
+
+
+def _scripted_cell():
+    def cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
+        return torch.lstm_cell(x, [h, c], w_ih, w_hh, b_ih, b_hh)
+
+    return torch.jit.script(cell)
 
 
 @pytest.mark.parametrize("route", list(ROUTES))

@@ -69,11 +69,29 @@ FUSED = {
     "_scaled_dot_product_efficient_attention": ("attention", "aten::_scaled_dot_product_efficient_attention"),
     "_scaled_dot_product_cudnn_attention": ("attention", "aten::_scaled_dot_product_cudnn_attention"),
     "multi_head_attention_forward": ("attention", "F.multi_head_attention_forward, behind nn.MultiheadAttention"),
+    "quantized_lstm": ("layer", "torch.quantized_lstm, a quantized fused LSTM layer"),
+    "quantized_gru": ("layer", "torch.quantized_gru, a quantized fused GRU layer"),
+    "quantized_lstm_cell": ("cell", "torch.quantized_lstm_cell, a quantized fused LSTM step"),
+    "quantized_gru_cell": ("cell", "torch.quantized_gru_cell, a quantized fused GRU step"),
+    "quantized_rnn_tanh_cell": ("cell", "torch.quantized_rnn_tanh_cell, a quantized fused RNN step"),
+    "quantized_rnn_relu_cell": ("cell", "torch.quantized_rnn_relu_cell, a quantized fused RNN step"),
     "_native_multi_head_attention": ("attention", "aten::_native_multi_head_attention"),
 }
-_MODULES = ((nn.RNNBase, "layer"), (nn.RNNCellBase, "cell"), (nn.MultiheadAttention, "attention"))
-_FORWARDS = {cls.forward.__code__: family for base, family in _MODULES
-             for cls in [base, *base.__subclasses__()] if "forward" in vars(cls)}
+def _module_forwards() -> dict:
+    """The code of the ``forward`` of each recurrent and attention module of torch.nn, and of torch.ao's
+    quantizable (written in Python from nn.Linear) and quantized ones -> its family."""
+    from torch.ao.nn import quantizable, quantized
+
+    bases = [(nn.RNNBase, "layer"), (nn.RNNCellBase, "cell"), (nn.MultiheadAttention, "attention"),
+             (quantized.dynamic.modules.rnn.RNNBase, "layer"), (quantized.dynamic.modules.rnn.RNNCellBase, "cell"),
+             (quantizable.LSTMCell, "cell"), (quantizable.LSTM, "layer"), (quantizable.MultiheadAttention, "attention")]
+    bases += [(getattr(quantizable.modules.rnn, name), "layer") for name in ("_LSTMLayer", "_LSTMSingleLayer")
+              if hasattr(quantizable.modules.rnn, name)]
+    return {cls.forward.__code__: family for base, family in bases
+            for cls in [base, *base.__subclasses__()] if "forward" in vars(cls)}
+
+
+_FORWARDS = _module_forwards()
 _OP_CALLS = {torch._ops.OpOverload.__call__.__code__, torch._ops.OpOverloadPacket.__call__.__code__}  # torch.ops.*
 # Calls that give a tensor autograd cannot follow back (torch.tensor/as_tensor only when built from values).
 CUTS = {"detach": ".detach()", "detach_": ".detach_()", "data": ".data", "numpy": ".numpy()",
@@ -135,14 +153,14 @@ class Watch:
     """What one run of the learner's code called (outside allowed objects and rnnlib's own code).
 
     ``fused``: operator -> where it was first called from; ``modules``: ``torch.nn`` module class name ->
-    (family, where); ``reference``: rnnlib functions that ran, outermost only (qualified names); ``cuts``:
+    (family, where, qualified name); ``reference``: rnnlib functions that ran, outermost only (qualified names); ``cuts``:
     calls that cut the autograd graph made by the learner's own lines (text, where); ``factories``: tensors
     the learner's lines created with a factory (name, where, dtype, device, ndim); ``calls``: how often each
     counted object was called (by ``id``).
     """
 
     fused: dict = field(default_factory=dict)
-    modules: dict = field(default_factory=dict)
+    modules: dict = field(default_factory=dict)  # class name -> (family, where, qualified name)
     reference: list = field(default_factory=list)
     cuts: list = field(default_factory=list)
     factories: list = field(default_factory=list)
@@ -158,7 +176,7 @@ class Watch:
 
     def families(self) -> list[tuple[str, str, str]]:
         """Every forbidden-kind call seen: (family, description, where); modules first."""
-        found = [(family, f"torch.nn.{name}", where) for name, (family, where) in self.modules.items()]
+        found = [(family, path, where) for name, (family, where, path) in self.modules.items()]
         found += [(FUSED[op][0], FUSED[op][1], where) for op, where in self.fused.items()]
         return found
 
@@ -226,8 +244,10 @@ class Watch:
             return
         family = _FORWARDS.get(code)
         if family is not None:
-            name = type(frame.f_locals.get("self")).__name__
-            self.modules.setdefault(name, (family, site(frame)))
+            cls = type(frame.f_locals.get("self"))
+            path = (f"torch.nn.{cls.__name__}" if cls.__module__.startswith("torch.nn.")
+                    else f"{cls.__module__}.{cls.__qualname__}")
+            self.modules.setdefault(cls.__name__, (family, site(frame), path))
             return
         if _kind(code.co_filename) == "reference":
             self.reference.append(f"{_module_name(code.co_filename)}.{getattr(code, 'co_qualname', code.co_name)}")
