@@ -392,8 +392,30 @@ def dot_by_mha(q, k):
     return dot(q, k) + 0 * mha(q, k, k)[0].sum()
 
 
+def dot_by_ops(q, k):
+    S = k.size(1)
+    eye = torch.eye(S, dtype=q.dtype).expand(len(q), S, S)
+    weights = torch.ops.aten.scaled_dot_product_attention.default(q, k, eye)
+    return torch.log(weights) + torch.logsumexp(q @ k.mT / math.sqrt(q.size(-1)), -1, keepdim=True)
+
+
 def additive_by_sdpa(q, k, W_q, W_k, v):
     return additive(q, k, W_q, W_k, v) + 0 * F.scaled_dot_product_attention(W_q(q), W_k(k), W_k(k)).sum()
+
+
+def additive_by_mha(q, k, W_q, W_k, v):
+    mha = nn.MultiheadAttention(W_q.out_features, 1, batch_first=True).to(q.dtype)
+    _, weights = mha(W_q(q), W_k(k), W_k(k))
+    return additive(q, k, W_q, W_k, v) + 0 * weights.sum()
+
+
+def additive_by_mha_functional(q, k, W_q, W_k, v):
+    A = W_q.out_features
+    eye = torch.eye(A, dtype=q.dtype)
+    _, weights = F.multi_head_attention_forward(W_q(q).transpose(0, 1), W_k(k).transpose(0, 1), W_k(k).transpose(0, 1),
+                                                A, 1, torch.cat([eye, eye, eye]), None, None, None, False, 0.0, eye,
+                                                None)
+    return additive(q, k, W_q, W_k, v) + 0 * weights.sum()
 
 
 NOT_FROM_SCRATCH = [
@@ -420,7 +442,11 @@ NOT_FROM_SCRATCH = [
     (checks.check_masked_softmax, softmax_by_mha, ["not written from scratch", "MultiheadAttention"]),
     (checks.check_dot_scores, dot_by_sdpa, ["not written from scratch", "scaled_dot_product_attention"]),
     (checks.check_dot_scores, dot_by_mha, ["not written from scratch", "MultiheadAttention"]),
+    (checks.check_dot_scores, dot_by_ops, ["not written from scratch", "scaled_dot_product_attention"]),
     (checks.check_additive_scores, additive_by_sdpa, ["not written from scratch", "scaled_dot_product_attention"]),
+    (checks.check_additive_scores, additive_by_mha, ["not written from scratch", "MultiheadAttention"]),
+    (checks.check_additive_scores, additive_by_mha_functional, ["not written from scratch",
+                                                                "multi_head_attention_forward"]),
 ]
 
 
@@ -689,6 +715,79 @@ def naive_ones(X):
     return X[:, -1, 0] * torch.ones(len(X))
 
 
+def naive_float(X):
+    return X[:, -1, 0].float()
+
+
+def naive_tensor(X):
+    return torch.tensor([float(window[-1, 0]) for window in X])
+
+
+def split_float(values, val_fraction, test_fraction):
+    return tuple(part.float() for part in split(values, val_fraction, test_fraction))
+
+
+def split_tensor(values, val_fraction, test_fraction):
+    return tuple(torch.tensor(part.tolist()) for part in split(values, val_fraction, test_fraction))
+
+
+def split_zeros(values, val_fraction, test_fraction):
+    return tuple(part + torch.zeros(len(part)) for part in split(values, val_fraction, test_fraction))
+
+
+def normalize_zeros(train, val, test):
+    out = list(normalize(train, val, test))
+    return [out[0] + torch.zeros(len(train)), *out[1:]]
+
+
+def normalize_half_way(train, val, test):
+    out = list(normalize(train, val, test))
+    return [p.to(torch.float32) for p in out[:3]] + out[3:]
+
+
+def windows_float(series, window):
+    X, y = windows(series, window)
+    return X.float(), y
+
+
+def windows_ones(series, window):
+    X, y = windows(series, window)
+    return X * torch.ones(X.shape[1], 1), y
+
+
+def reverse_zeros(x, lengths):
+    rows = [torch.cat([x[b, :L].flip(0), x[b, L:]]) for b, L in enumerate(lengths)]
+    return torch.stack(rows) + torch.zeros(x.shape[1:], dtype=x.dtype)
+
+
+def reverse_float(x, lengths):
+    return reverse(x, lengths).float() if x.is_floating_point() else reverse(x, lengths)
+
+
+class LSTMZeroCell(LSTMCell):
+    def forward(self, x, state=None):
+        if state is None:
+            state = (x.new_zeros(x.size(0), self.hidden_size), torch.zeros(x.size(0), self.hidden_size, dtype=x.dtype))
+        return super().forward(x, state)
+
+
+class GRUFloat(GRUCell):
+    def forward(self, x, h=None):
+        return super().forward(x, h).float()
+
+
+def softmax_ones(scores, mask):
+    return masked_softmax(scores, mask) * torch.ones(scores.shape[-1], dtype=scores.dtype)
+
+
+def dot_scale_tensor(q, k):
+    return q @ k.mT / torch.full((q.size(1), 1), math.sqrt(q.size(-1)), dtype=q.dtype)
+
+
+def additive_ones(q, k, W_q, W_k, v):
+    return additive(q, k, W_q, W_k, v) * torch.ones(k.size(1), dtype=q.dtype)
+
+
 BOUND = [  # (checker, wrong answer, phrases); "float64" for a fixed dtype, "another device" for a fixed device
     (checks.check_forecaster, ForecasterZeros, ["float64", "torch.zeros(...) (in ForecasterZeros.forward", "new_zeros"]),
     (checks.check_forecaster, ForecasterNoDevice, ["another device", "meta", "torch.zeros(...) (in ForecasterNoDevice",
@@ -715,6 +814,22 @@ BOUND = [  # (checker, wrong answer, phrases); "float64" for a fixed dtype, "ano
     (checks.check_normalize_splits, normalize_float32, ["float64", "torch.float32"]),
     (checks.check_make_windows, windows_zeros, ["float64", "torch.zeros(...) (in windows_zeros"]),
     (checks.check_naive_forecast, naive_ones, ["another device", "torch.ones(...) (in naive_ones"]),
+    (checks.check_naive_forecast, naive_float, ["float64", ".float(...) (in naive_float"]),
+    (checks.check_naive_forecast, naive_tensor, ["float64", "torch.tensor(...) (in naive_tensor"]),
+    (checks.check_split_by_time, split_float, ["float64", ".float(...) (in split_float"]),
+    (checks.check_split_by_time, split_tensor, ["float64", "torch.tensor(...) (in split_tensor"]),
+    (checks.check_split_by_time, split_zeros, ["another device", "torch.zeros(...) (in split_zeros"]),
+    (checks.check_normalize_splits, normalize_zeros, ["another device", "torch.zeros(...) (in normalize_zeros"]),
+    (checks.check_normalize_splits, normalize_half_way, ["float64", ".to(...) (in normalize_half_way"]),
+    (checks.check_make_windows, windows_float, ["float64", ".float(...) (in windows_float"]),
+    (checks.check_make_windows, windows_ones, ["another device", "torch.ones(...) (in windows_ones"]),
+    (checks.check_reverse_padded, reverse_zeros, ["another device", "torch.zeros(...) (in reverse_zeros"]),
+    (checks.check_reverse_padded, reverse_float, ["float64", "dtype"]),
+    (checks.check_lstm_cell, LSTMZeroCell, ["another device", "torch.zeros(...) (in LSTMZeroCell.forward"]),
+    (checks.check_gru_cell, GRUFloat, ["float64", ".float(...) (in GRUFloat.forward"]),
+    (checks.check_masked_softmax, softmax_ones, ["another device", "torch.ones(...) (in softmax_ones"]),
+    (checks.check_dot_scores, dot_scale_tensor, ["another device", "torch.full(...) (in dot_scale_tensor"]),
+    (checks.check_additive_scores, additive_ones, ["another device", "torch.ones(...) (in additive_ones"]),
 ]
 
 
