@@ -560,6 +560,16 @@ REFERENCE = [
 ]
 
 
+def test_switching_off_the_profiler_to_hide_the_reference_is_refused():
+    import sys
+
+    def hidden(query, keys):
+        sys.setprofile(None)
+        return s75.dot_scores(query, keys)
+
+    verdict(checks.check_dot_scores(hidden), "failed", "switched off the profiler", "sys.setprofile")
+
+
 @pytest.mark.parametrize("check, code, name", REFERENCE,
                          ids=[f"{c.__name__}-{k}" for k, (c, _, _) in enumerate(REFERENCE)])
 def test_the_reference_gets_its_own_status_naming_what_ran(check, code, name):
@@ -771,6 +781,12 @@ class LSTMZeroCell(LSTMCell):
         return super().forward(x, state)
 
 
+class GRUDeviceCPU(GRUCell):
+    def forward(self, x, h=None):
+        h = torch.zeros(x.size(0), self.hidden_size, dtype=x.dtype, device="cpu") if h is None else h
+        return super().forward(x, h)
+
+
 class GRUFloat(GRUCell):
     def forward(self, x, h=None):
         return super().forward(x, h).float()
@@ -827,6 +843,7 @@ BOUND = [  # (checker, wrong answer, phrases); "float64" for a fixed dtype, "ano
     (checks.check_reverse_padded, reverse_float, ["float64", "dtype"]),
     (checks.check_lstm_cell, LSTMZeroCell, ["another device", "torch.zeros(...) (in LSTMZeroCell.forward"]),
     (checks.check_gru_cell, GRUFloat, ["float64", ".float(...) (in GRUFloat.forward"]),
+    (checks.check_gru_cell, GRUDeviceCPU, ["another device", "torch.zeros(...) (in GRUDeviceCPU.forward"]),
     (checks.check_masked_softmax, softmax_ones, ["another device", "torch.ones(...) (in softmax_ones"]),
     (checks.check_dot_scores, dot_scale_tensor, ["another device", "torch.full(...) (in dot_scale_tensor"]),
     (checks.check_additive_scores, additive_ones, ["another device", "torch.ones(...) (in additive_ones"]),

@@ -396,6 +396,9 @@ def run(fn: Callable, *args, what: str, time_limit: Optional[float] = None, allo
         raise
     except (Exception, _TimeLimit) as exc:
         raise _verdict_for(exc, what, time_limit, watch) from None
+    if watch.tampered:
+        raise fail(f"{what} switched off the profiler the checker uses to see what your code calls "
+                   "(sys.setprofile), so it cannot be checked.", "Remove the calls of sys.setprofile or sys.settrace.")
     if judged:
         session.reference += [name for name in watch.reference if name not in session.reference]
     for family, description, where in watch.families():

@@ -171,6 +171,8 @@ class Watch:
     _depth: Counter = field(default_factory=Counter)
 
     # ---- what a checker asks ----
+    tampered: bool = False  # the learner's code removed or replaced the profile function
+
     def count(self, obj: Any) -> int:
         return self.calls[id(obj)]
 
@@ -282,8 +284,10 @@ class _Functions(TorchFunctionMode):
             name = ""
         out = func(*args, **kwargs)
         made = None  # a new tensor whose dtype and device the learner's line chose
-        if name in FACTORIES and isinstance(out, Tensor) and "device" not in kwargs:
-            made = f"torch.{name}(...)"
+        if name in FACTORIES and isinstance(out, Tensor) and not isinstance(kwargs.get("device"), torch.device):
+            made = f"torch.{name}(...)"  # no device=, or a fixed one such as device="cpu"
+        elif name == "cpu" or (name == "to" and any(isinstance(a, str) for a in args[1:])):
+            made = f".{name}(...)"
         elif (name in CASTS and isinstance(out, Tensor) and args and isinstance(args[0], Tensor)
               and out.dtype != args[0].dtype):
             made = f".{name}(...)"
@@ -331,6 +335,7 @@ def watching(allow: Iterable[Any] = (), count: Iterable[Any] = ()) -> Iterator[W
             try:
                 yield watch
             finally:
+                watch.tampered = sys.getprofile() != watch._profile
                 sys.setprofile(previous)
     finally:
         watch.calls = Counter({(k if isinstance(k, int) else id(watch._count[k])): v
