@@ -20,6 +20,7 @@ from torch.func import functional_call
 import rnnlib
 import rnnlib.checks as checks
 from _learner import copy_of
+from test_checks import solution_code_in
 from rnnlib.solutions import exercise_7_1 as s71
 from rnnlib.solutions import exercise_7_2 as s72
 from rnnlib.solutions import exercise_7_3 as s73
@@ -36,6 +37,7 @@ masked_softmax, additive, dot = (copy_of(f) for f in (s75.masked_softmax, s75.ad
 
 def verdict(result, status, *phrases):
     assert result.status == status, repr(result)
+    assert not solution_code_in(repr(result)), f"{result.check} shows solution code: {result!r}"
     text = f"{result.message} {result.hint} {' '.join(result.details)}".lower()
     for phrase in phrases:
         assert phrase.lower() in text, f"{phrase!r} not in: {result!r}"
