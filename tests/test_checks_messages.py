@@ -141,7 +141,7 @@ class ResetBefore(GRUCell):
 
 
 def test_gru_reset_gate_on_the_sum_interleaved_and_the_paper_versions():
-    says(checks.check_gru_cell(ResetOnSum), "sum of the input and hidden parts", "add the input part outside")
+    says(checks.check_gru_cell(ResetOnSum), "sum of the input and hidden parts", "add the input part")
     says(checks.check_gru_cell(GRUInterleaved), "interleaved columns", "chunk(3, dim=-1)")
     result = checks.check_gru_cell(ResetBefore)
     says(result, "before the matrix product", "1406.1078v3", "first version", "cudnn")

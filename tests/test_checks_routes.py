@@ -656,12 +656,12 @@ def loop_state_zeros(cell, x, state=None):
 
 def reverse_mask_no_device(x, lengths):
     T = x.size(1)
-    t = torch.arange(T).expand(x.size(0), T)
-    L = lengths[:, None]
-    source = torch.where(t < L, L - 1 - t, t)
+    pos = torch.arange(T).expand(x.size(0), T)
+    n = lengths[:, None]
+    index = torch.where(pos < n, n - 1 - pos, pos)
     if x.dim() == 3:
-        return torch.gather(x, 1, source[..., None].expand_as(x))
-    return torch.gather(x, 1, source)
+        return torch.gather(x, 1, index[..., None].expand_as(x))
+    return torch.gather(x, 1, index)
 
 
 def bidirectional_mask_float(forward_rnn, backward_rnn, x, lengths):
