@@ -102,6 +102,7 @@ def _scripted_cell():
     return torch.jit.script(cell)
 
 
+@pytest.mark.filterwarnings("ignore:.*quantiz:UserWarning", "ignore:.*torch.jit.script:DeprecationWarning")
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_every_route_to_a_fused_operator_or_module_is_recorded(route, data):
     fn, expected = ROUTES[route]
