@@ -23,14 +23,19 @@ over segments of ``segment`` steps, in one of three ways:
   backward one segment at a time, the state carried to the next segment but detached, so gradients
   never cross a segment boundary. Only one segment is saved at a time, but the gradient is not that of
   :math:`L`: the terms that cross a boundary are missing;
-* ``"checkpoint"``: activation checkpointing (Chen et al. 2016) with ``torch.utils.checkpoint``: each
-  segment's forward pass keeps only its inputs (token ids and the state it starts from); the backward
-  pass runs the segment's forward again to rebuild what it needs. The gradient is that of :math:`L`
-  (up to rounding), at the price of a second forward pass.
+* ``"checkpoint"``: activation checkpointing (Chen et al. 2016; Gruslys et al. 2016 for BPTT) with
+  ``torch.utils.checkpoint``: each segment's forward pass keeps only its inputs (token ids and the state
+  it starts from); the backward pass runs the segment's forward again to rebuild what it needs. The
+  gradient is that of :math:`L` (up to rounding), at the price of a second forward pass.
+
+With :math:`m` the bytes one time step of the batch keeps for backward and :math:`b` those of a state,
+the memory held at once is about :math:`T m` (full), :math:`s m` (truncated) and
+:math:`(T/s)\, b + s m` (checkpoint).
 
 References: T. Chen, B. Xu, C. Zhang and C. Guestrin, "Training deep nets with sublinear memory cost",
-arXiv:1604.06174 (2016); R. J. Williams and J. Peng, "An efficient gradient-based algorithm for on-line
-training of recurrent network trajectories", Neural Computation 2(4), 1990.
+arXiv:1604.06174 (2016); A. Gruslys, R. Munos, I. Danihelka, M. Lanctot and A. Graves, "Memory-efficient
+backpropagation through time", NIPS 2016; R. J. Williams and J. Peng, "An efficient gradient-based
+algorithm for on-line training of recurrent network trajectories", Neural Computation 2(4), 1990.
 """
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ profiled step into what a reader needs:
 * :func:`profile_step` runs a step a few times to warm up, then once under the profiler;
 * :func:`op_table` lists the operators by *self* time: time inside the operator itself, excluding the
   operators it called (its *total* time includes them), with the number of calls;
+* :func:`span_ms` is the wall-clock length of the profiled step. The self times of all operators add up
+  to less: the rest is time outside every operator, such as Python running the code between the calls;
 * :func:`count_ops` counts operator calls: a number that does not depend on the machine, so it shows
   structure (a Python loop over time steps issues a fixed set of operators per step) where times are noisy;
 * :class:`AllocationTracker` reads the allocator's events (``profile_memory=True``) and reports the peak
@@ -26,7 +28,7 @@ from typing import Callable, Iterable
 import pandas as pd
 import torch
 
-__all__ = ["AllocationTracker", "count_ops", "op_table", "profile_step", "self_time_share"]
+__all__ = ["AllocationTracker", "count_ops", "op_table", "profile_step", "self_time_share", "span_ms"]
 
 
 def _quiet_profiler() -> None:
@@ -87,17 +89,29 @@ def profile_step(step: Callable[[], object], warmup: int = 1) -> "torch.profiler
 def op_table(prof, top: int = 10) -> pd.DataFrame:
     """The ``top`` rows of the profile by self CPU time: calls, self time (ms and % of the step), total time.
 
-    Rows are operators (``aten::...``), backward nodes (``autograd::engine::evaluate_function: ...``) and
-    annotated regions (``Optimizer.step#...``). The self times of all rows add up to the profiled time,
-    so the percentages are shares of the step; a total time includes the operators a row called.
+    Rows are operators (``aten::...``), backward nodes (the profiler's
+    ``autograd::engine::evaluate_function: XBackward0``, shortened here to ``backward: XBackward0``) and
+    marked regions (``Optimizer.step#...``). The percentages are shares of the time spent inside all
+    operators (the sum of the self times); a total time includes the operators a row called.
     """
     averages = list(prof.key_averages())
     all_self = sum(a.self_cpu_time_total for a in averages) or 1.0
-    rows = [{"operator": a.key, "calls": a.count, "self CPU (ms)": a.self_cpu_time_total / 1000,
+    rows = [{"operator": a.key.replace(_BACKWARD_PREFIX, "backward: "), "calls": a.count, "self CPU (ms)": a.self_cpu_time_total / 1000,
              "self CPU (%)": 100 * a.self_cpu_time_total / all_self, "CPU total (ms)": a.cpu_time_total / 1000}
             for a in averages]
     table = pd.DataFrame(rows).sort_values("self CPU (ms)", ascending=False).head(top)
     return table.set_index("operator")
+
+
+_BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
+
+
+def span_ms(prof) -> float:
+    """Wall-clock milliseconds from the start of the first recorded event to the end of the last."""
+    events = prof.events()
+    if not events:
+        return 0.0
+    return (max(e.time_range.end for e in events) - min(e.time_range.start for e in events)) / 1000
 
 
 def count_ops(prof, prefix: str = "aten::") -> int:
@@ -106,7 +120,7 @@ def count_ops(prof, prefix: str = "aten::") -> int:
 
 
 def self_time_share(prof, names: Iterable[str]) -> float:
-    """Share (0 to 1) of the profiled self CPU time spent in the operators named in ``names``."""
+    """Share (0 to 1) of the time inside operators (the sum of all self times) spent in those named in ``names``."""
     names = set(names)
     averages = list(prof.key_averages())
     total = sum(a.self_cpu_time_total for a in averages)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from rnnlib.layers import LSTM
-from rnnlib.profiling import AllocationTracker, count_ops, op_table, profile_step, self_time_share
+from rnnlib.profiling import AllocationTracker, count_ops, op_table, profile_step, self_time_share, span_ms
 
 MB = 1_000_000
 
@@ -88,5 +88,15 @@ def test_op_table_shares_add_up_and_name_the_operators():
     assert 0 < self_time_share(prof, ["aten::mm"]) < 1
     assert self_time_share(prof, ["no such operator"]) == 0
     assert len(op_table(prof, top=2)) == 2
+    self_ms = table["self CPU (ms)"].sum()
+    assert 0 < self_ms <= span_ms(prof) * 1.001  # the step's span holds every operator's self time
+
+
+def test_backward_rows_are_named_for_what_they_are():
+    w = torch.randn(50, 50, requires_grad=True)
+    prof = profile_step(lambda: torch.tanh(w @ w).sum().backward(), warmup=1)
+    names = list(op_table(prof, top=100).index)
+    assert "backward: TanhBackward0" in names
+    assert not any(n.startswith("autograd::engine::evaluate_function") for n in names)
     with pytest.raises(ValueError, match="warmup"):
         profile_step(lambda: None, warmup=-1)
