@@ -47,7 +47,7 @@ def test_truncated_gradient_is_the_sum_of_per_segment_gradients_with_detached_st
         part = nn.functional.cross_entropy(logits.reshape(-1, 7), Y[:, start:start + 5].reshape(-1),
                                            reduction="sum") / X.numel()
         part.backward()
-        total += float(part)
+        total += float(part.detach())
         state = tuple(s.detach() for s in state)
     assert loss == pytest.approx(total, rel=1e-12)
     for name, p in model.named_parameters():
