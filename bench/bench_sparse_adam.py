@@ -15,8 +15,8 @@ the step (``rnnlib.profiling.AllocationTracker``).
 Steps are timed one at a time, the variants interleaved within every repeat so that machine noise hits
 them alike; the tables show medians and ratios. Prints, never asserts.
 
-    python bench/bench_sparse_adam.py            # about a minute
-    python bench/bench_sparse_adam.py --quick    # a few seconds
+    python bench/bench_sparse_adam.py            # a few minutes
+    python bench/bench_sparse_adam.py --quick    # under half a minute of CPU time
 """
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def whole_steps(num_rows: int, dim: int, lookups: int, repeats: int, warmup: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few repeats, a few seconds in total")
+    parser.add_argument("--quick", action="store_true", help="few repeats, under half a minute of CPU time")
     parser.add_argument("--dim", type=int, default=64, help="embedding dimension")
     parser.add_argument("--lookups", type=int, default=2000, help="token ids per batch (rows touched, with repeats)")
     args = parser.parse_args()
