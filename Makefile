@@ -19,7 +19,7 @@ help:
 	@echo "make pdf-quick   the quick-mode PDF, from the cache of make book-quick (what the tests check)"
 	@echo "make nb NB=chapters/7-1-foundations.ipynb   execute one notebook in quick mode, as the tests do"
 	@echo "make data        download and verify the data sets into the cache (or check RNNLIB_DATA_DIR)"
-	@echo "make test-book   the quick book build, then its checks: HTML, browser, cache, Colab path (tests/reader)"
+	@echo "make test-book   the quick book build, then its checks: HTML, browser, accessibility, cache, Colab path, PDF"
 	@echo "make assets      fetch MathJax, require.js and the widget manager (npm registry) into $(ASSETS)"
 	@echo "make browser     install Debian's chromium for the browser tests, if missing (needs root)"
 	@echo "make tex         install the Debian TeX packages that make pdf needs, if missing (needs root)"
@@ -120,9 +120,14 @@ browser:
 # poppler's pdftotext/pdfimages/pdftoppm (the test reads the PDF with them). Installed like chromium.
 TEX_PACKAGES := latexmk texlive-xetex texlive-latex-extra texlive-fonts-recommended texlive-plain-generic \
   lmodern fonts-freefont-otf librsvg2-bin poppler-utils
-TEX_TOOLS := xelatex latexmk rsvg-convert pdftotext pdfimages pdftoppm
+TEX_TOOLS := xelatex latexmk rsvg-convert pdftotext pdfimages pdffonts pdftoppm
+# LaTeX packages the book's class and Sphinx load, one from each Debian package above that has no program
+TEX_FILES := fncychap.sty pgfplots.sty ucharclasses.sty lmodern.sty
 tex:
 	@missing=""; for tool in $(TEX_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if command -v kpsewhich >/dev/null 2>&1; then for file in $(TEX_FILES); do \
+	  [ -n "$$(kpsewhich $$file)" ] || missing="$$missing $$file"; done; fi; \
+	fc-list 2>/dev/null | grep -q FreeSerif || missing="$$missing FreeSerif"; \
 	if [ -z "$$missing" ]; then \
 	  echo "TeX for make pdf: $$(command -v xelatex)"; \
 	elif [ "$(SUDO)" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
