@@ -84,3 +84,9 @@ def test_spans_are_expanded_into_a_rectangular_grid():
 
 def test_html_without_a_table_is_left_alone():
     assert print_outputs.html_table("<p>no table here</p>") is None
+
+
+def test_a_styler_caption_becomes_the_table_title():
+    html = '<table id="T_1"><caption>Loss (nats/char)</caption><tr><th>a</th></tr><tr><td>1</td></tr></table>'
+    table = print_outputs.html_table(html)
+    assert table.children[0].tagname == "title" and table.children[0].astext() == "Loss (nats/char)"

@@ -111,6 +111,9 @@ def html_table(markup: str) -> nodes.table | None:
         return None
     width = max(len(cells) for _, cells in rows)
     node, group = nodes.table(classes=["notebook-table"]), nodes.tgroup(cols=width)
+    caption = table.find("caption")
+    if caption is not None and caption.get_text(strip=True):  # a Styler's caption, often with the units
+        node += nodes.title(text=caption.get_text(" ", strip=True))
     node += group
     group += [nodes.colspec(colwidth=1) for _ in range(width)]
     head, body = nodes.thead(), nodes.tbody()
