@@ -1,4 +1,5 @@
 """The shared experiment helpers: they train what they claim, on the splits they claim."""
+import pytest
 import torch
 
 from rnnlib.models import CharLM, SequenceClassifier, SequenceRegressor
@@ -60,4 +61,7 @@ def test_train_adding_stop_below_is_the_same_run_cut_short():
     assert cut.train_loss == full.train_loss[: cut.steps_done] and cut.steps_done == full.val_step[first_hit]
     never = run(stop_below=0.0)                                           # a threshold never reached: the full run
     assert never.val_loss == full.val_loss and never.steps_done == 300
+    with pytest.raises(ValueError, match="eval_every"):
+        train_adding(SequenceRegressor(input_size=2, hidden_size=4), seq_len=5, steps=2, eval_every=None,
+                     stop_below=0.1, progress=False)
 
