@@ -26,7 +26,9 @@ attended to :math:`j > t` would read the characters it is asked to predict.
 
 References: Bahdanau, Cho & Bengio (2015) Neural machine translation by jointly learning to align and
 translate; Luong, Pham & Manning (2015) Effective approaches to attention-based neural machine translation;
-Vaswani et al. (2017) Attention is all you need.
+Vaswani et al. (2017) Attention is all you need; for ``Seq2Seq``: Sutskever, Vinyals & Le (2014) Sequence to
+sequence learning with neural networks; Bengio, Vinyals, Jaitly & Shazeer (2015) Scheduled sampling for
+sequence prediction with recurrent neural networks.
 """
 from __future__ import annotations
 
