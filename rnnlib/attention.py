@@ -26,7 +26,9 @@ attended to :math:`j > t` would read the characters it is asked to predict.
 
 References: Bahdanau, Cho & Bengio (2015) Neural machine translation by jointly learning to align and
 translate; Luong, Pham & Manning (2015) Effective approaches to attention-based neural machine translation;
-Vaswani et al. (2017) Attention is all you need.
+Vaswani et al. (2017) Attention is all you need; for ``Seq2Seq``: Sutskever, Vinyals & Le (2014) Sequence to
+sequence learning with neural networks; Bengio, Vinyals, Jaitly & Shazeer (2015) Scheduled sampling for
+sequence prediction with recurrent neural networks.
 """
 from __future__ import annotations
 
@@ -159,7 +161,7 @@ def make_attention(kind: Optional[str], query_size: int, key_size: int) -> Optio
 
 
 class Seq2Seq(nn.Module):
-    r"""An RNN encoder-decoder with (or without) attention, trained with teacher forcing.
+    r"""An RNN encoder-decoder with (or without) attention, trained with teacher forcing (by default).
 
     Encoder: a bidirectional layer over the real source tokens (padding never read first, see
     ``rnnlib.models.PaddedRNN``), giving :math:`h_j = [\overrightarrow{h}_j; \overleftarrow{h}_j]` of size
@@ -222,17 +224,32 @@ class Seq2Seq(nn.Module):
         c, weights = self._context(s, memory, summary, mask)
         return self.head(torch.cat([s, c], dim=-1)), state, c, weights
 
-    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor,
+                teacher_forcing: float = 1.0) -> tuple[Tensor, Optional[Tensor]]:
+        """Logits of every target position. Step 0 reads ``tgt_in[:, 0]`` (BOS); step t > 0 reads the true
+        previous token ``tgt_in[:, t]`` with probability ``teacher_forcing`` and otherwise the model's own
+        most likely token of step t - 1 (an arg max: no gradient flows through the choice). 1.0 is teacher
+        forcing, 0.0 is free running (the inputs of :meth:`greedy_decode`), values in between are scheduled
+        sampling (Bengio et al., 2015), drawn per example and step from PyTorch's global generator."""
         check_token_ids(tgt_in, self.tgt_vocab_size, "tgt_in")
         if tgt_in.size(0) != src.size(0):
             raise ValueError(f"src and tgt_in must have the same batch size, got {src.size(0)} and {tgt_in.size(0)}")
+        if not 0.0 <= teacher_forcing <= 1.0:
+            raise ValueError(f"teacher_forcing must be a probability in [0, 1], got {teacher_forcing}")
         memory, summary, mask = self.encode(src, src_lengths)
         state, c = self._start(memory, summary, mask)
         logits, weights = [], []
-        for t in range(tgt_in.size(1)):  # teacher forcing: the true previous token, not the predicted one
-            out, state, c, w = self._step(tgt_in[:, t], state, c, memory, summary, mask)
+        y = tgt_in[:, 0]  # (B,)
+        for t in range(tgt_in.size(1)):
+            out, state, c, w = self._step(y, state, c, memory, summary, mask)
             logits.append(out)
             weights.append(w)
+            if t + 1 < tgt_in.size(1):
+                y = tgt_in[:, t + 1]
+                if teacher_forcing < 1.0:
+                    own = out.detach().argmax(-1)  # (B,)
+                    y = own if teacher_forcing == 0.0 else torch.where(
+                        torch.rand(y.shape, device=y.device) < teacher_forcing, y, own)
         return torch.stack(logits, 1), (None if self.attention is None else torch.stack(weights, 1))
 
     @torch.no_grad()
