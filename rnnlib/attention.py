@@ -429,7 +429,7 @@ class CausalAttentionLM(nn.Module):
 
         Cost per generated character: one step of the recurrent layer plus attention over the cached keys
         (:class:`KVCache`), so time and memory grow linearly with the context, where rereading the whole
-        text with :meth:`forward` would cost a T x T attention every character. The prompt is read once.
+        text with ``forward`` would cost a T x T attention every character. The prompt is read once.
         ``window`` (a number of positions) bounds both further: each character attends over the last
         ``window`` positions only, and the cache holds only those; the text then differs from what
         ``forward`` would give once the context is longer than the window. Without a window the cache holds

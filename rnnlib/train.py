@@ -28,7 +28,7 @@ shows a progress bar and a live loss plot, and keeps everything when something g
 Character language models get two helpers: :class:`LMLoss` (next-character cross-entropy, optionally
 carrying the hidden state across sequential batches and detaching it, i.e. truncated BPTT) and
 :func:`evaluate_lm` (validation loss in nats per character over a whole text). Checkpoints live in
-:mod:`rnnlib.checkpoint` (:func:`save_checkpoint` and :func:`load_checkpoint` are importable from here too).
+:mod:`rnnlib.checkpoint` (:func:`~rnnlib.checkpoint.save_checkpoint` and :func:`~rnnlib.checkpoint.load_checkpoint` are importable from here too).
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ class History:
 
     @property
     def steps_done(self) -> int:
-        """The last step taken or skipped: a continued run starts after it."""
+        """The number of the last step taken or skipped; a continued run starts after it."""
         return max(self.step[-1:] + self.skipped_step[-1:] + [0])
 
     @property
@@ -119,7 +119,7 @@ class History:
 
     @property
     def evals_since_best(self) -> int:
-        """Evaluations since the best one: what early stopping compares with ``patience``, across calls."""
+        """The number of evaluations since the best one, which early stopping compares with ``patience`` (across calls)."""
         return sum(1 for s in self.val_step if s > self.best_step) if self.val_step else 0
 
     @property
