@@ -42,7 +42,8 @@ same time.
   :math:`h_0` may have any sign (it stays in linear space).
 
 :func:`count_ops` counts the operators a function dispatches and the elements they write, which is how
-the chapter measures depth and work instead of asserting them.
+the chapter measures depth and work instead of asserting them; :func:`scan_pattern` lists which positions
+each round of the two scans combines (for drawing them).
 
 Shapes: ``a`` and ``b`` are ``(..., T, H)`` with time on ``dim`` (default ``-2``), ``h0`` is the same
 without the time dimension (``(..., H)``), and every function returns all states ``h_1 ... h_T`` in the
@@ -62,7 +63,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["combine", "linear_recurrence", "scan_doubling", "scan_tree", "log_scan", "count_ops", "OpCount"]
+__all__ = ["combine", "linear_recurrence", "scan_doubling", "scan_tree", "log_scan", "count_ops", "OpCount",
+           "scan_pattern"]
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -262,3 +264,30 @@ def count_ops(fn: Callable, *args, **kwargs) -> tuple[object, OpCount]:
     with _Counter():
         result = fn(*args, **kwargs)
     return result, count
+
+
+def scan_pattern(kind: str, T: int) -> list[list[tuple[int, int]]]:
+    """The combines of each round of a scan over positions 0..T-1: ``rounds[r]`` holds ``(src, dst)`` pairs,
+    meaning "position dst becomes (what src holds) followed by (what dst holds)", all at once.
+
+    ``"doubling"``: round r pairs every t >= 2^r with t - 2^r, as :func:`scan_doubling` does.
+    ``"tree"``: the positions :func:`scan_tree` combines at each level of its recursion, the pair reduction
+    on the way down (up-sweep) and the fill-in on the way back (down-sweep).
+    """
+    if not isinstance(T, int) or T < 1:
+        raise ValueError(f"T must be a positive int, got {T!r}")
+    if kind == "doubling":
+        rounds, d = [], 1
+        while d < T:
+            rounds.append([(t - d, t) for t in range(d, T)])
+            d *= 2
+        return rounds
+    if kind != "tree":
+        raise ValueError(f"kind must be 'doubling' or 'tree', got {kind!r}")
+    up, down, positions = [], [], list(range(T))  # positions: where the current level's elements live
+    while len(positions) > 1:
+        n = len(positions)
+        up.append([(positions[2 * k], positions[2 * k + 1]) for k in range(n // 2)])      # pair reduction
+        down.append([(positions[2 * k - 1], positions[2 * k]) for k in range(1, (n + 1) // 2)])  # fill-in
+        positions = positions[1::2]                                                     # the pairs' last steps
+    return up + [r for r in reversed(down) if r]

@@ -271,3 +271,42 @@ def test_h0_broadcasts_through_the_scans_like_the_loop():
     torch.testing.assert_close(log_scan(a.log(), b.log(), h0, chunk_size=4), want, **TOL)
     # with h0 = 0 the result does not depend on whether h0 is given
     torch.testing.assert_close(scan_tree(a, b, torch.zeros_like(h0)), scan_tree(a, b), **TOL)
+
+
+@pytest.mark.parametrize("kind", ["doubling", "tree"])
+@pytest.mark.parametrize("T", list(range(1, 34)) + [64, 100])
+def test_scan_pattern_computes_every_prefix(kind, T):
+    """Simulate the drawn rounds on intervals: each position must end up covering steps 0..t."""
+    from rnnlib.scan import scan_pattern
+
+    rounds = scan_pattern(kind, T)
+    cover = [(t, t) for t in range(T)]                            # the steps each position has composed
+    for pairs in rounds:
+        dsts = [d for _, d in pairs]
+        assert len(set(dsts)) == len(dsts)                         # one combine per position per round
+        new = list(cover)
+        for src, dst in pairs:
+            assert cover[src][1] + 1 == cover[dst][0]               # adjacent, earlier first
+            new[dst] = (cover[src][0], cover[dst][1])
+        cover = new
+    assert cover == [(0, t) for t in range(T)]
+    depth, work = len(rounds), sum(len(p) for p in rounds)
+    log = math.ceil(math.log2(T)) if T > 1 else 0
+    if kind == "doubling":
+        assert depth == log and work == sum(T - 2 ** r for r in range(log))
+    else:
+        assert depth <= max(0, 2 * log - 1) and work <= 2 * T
+
+
+def test_plot_scan_pattern_draws_every_combine():
+    from rnnlib.plots import plot_scan_pattern
+    from rnnlib.scan import scan_pattern
+
+    rounds = scan_pattern("tree", 8)
+    fig = plot_scan_pattern(rounds, 8, title="tree")
+    ax = fig.axes[0]
+    assert ax.get_title() == "tree"
+    assert len([c for c in ax.texts if c.arrow_patch is not None]) == sum(len(r) for r in rounds)
+    assert [t.get_text() for t in ax.get_yticklabels()][0] == "input"
+    with pytest.raises(ValueError, match="kind"):
+        scan_pattern("blelloch", 8)
