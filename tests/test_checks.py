@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnlib.checks as checks
+from _learner import copy_of
 from rnnlib.checks import _core
 from rnnlib.solutions import exercise_7_1 as s71
 from rnnlib.solutions import exercise_7_2 as s72
@@ -25,6 +26,14 @@ from rnnlib.solutions import exercise_7_5 as s75
 
 def passes(result):
     assert result.status == "passed" and result, repr(result)
+
+
+def uses_reference(result, *names):
+    """The code checked is right but is, or calls, rnnlib's own: the verdict says so and names what ran."""
+    assert result.status == "reference" and not result and result.usable, repr(result)
+    assert "USES THE REFERENCE" in repr(result) and "your own code was not checked" in result.message.lower()
+    for name in names:
+        assert name in result.message, f"{name!r} not in {result!r}"
 
 
 def rejects(result, *phrases, status="failed"):
@@ -45,7 +54,7 @@ def split_with_torch_split(values, val_fraction, test_fraction):
 
 
 def test_split_by_time():
-    passes(checks.check_split_by_time(s71.split_by_time))
+    passes(checks.check_split_by_time(copy_of(s71.split_by_time)))
     passes(checks.check_split_by_time(split_with_torch_split))
 
     def shuffled(values, v, t):
@@ -70,7 +79,7 @@ def test_split_by_time():
 
 
 def test_normalize_splits():
-    passes(checks.check_normalize_splits(s71.normalize_splits))
+    passes(checks.check_normalize_splits(copy_of(s71.normalize_splits)))
 
     def population_std(train, val, test):
         m, s = train.mean().item(), train.std(unbiased=False).item()
@@ -102,7 +111,7 @@ def test_normalize_splits():
 
 
 def test_make_windows():
-    passes(checks.check_make_windows(s71.make_windows))
+    passes(checks.check_make_windows(copy_of(s71.make_windows)))
 
     def with_unfold(series, window):
         frames = series.unfold(0, window + 1, 1)
@@ -133,7 +142,7 @@ def test_make_windows():
 
 
 def test_naive_forecast():
-    passes(checks.check_naive_forecast(s71.naive_forecast))
+    passes(checks.check_naive_forecast(copy_of(s71.naive_forecast)))
     passes(checks.check_naive_forecast(lambda X: X.squeeze(-1)[:, X.size(1) - 1]))
     rejects(checks.check_naive_forecast(lambda X: X[:, 0, 0]), "first value")
     rejects(checks.check_naive_forecast(lambda X: X.mean(dim=(1, 2))), "mean of each window")
@@ -186,12 +195,13 @@ class ForecasterTimeFirst(s71.Forecaster):
 
 
 def test_forecaster():
-    passes(checks.check_forecaster(s71.Forecaster))
+    passes(checks.check_forecaster(copy_of(s71.Forecaster)))
     passes(checks.check_forecaster(ForecasterUnbind))
     rejects(checks.check_forecaster(ForecasterReset), "not carried over time")
     rejects(checks.check_forecaster(ForecasterFirstStep), "first step")
     rejects(checks.check_forecaster(ForecasterColumn), "squeeze")
-    rejects(checks.check_forecaster(ForecasterDetached), "gradients")
+    rejects(checks.check_forecaster(ForecasterDetached), "gradient with respect to cell.weight_ih differs",
+            ".detach() (in ForecasterDetached.forward")
     rejects(checks.check_forecaster(ForecasterTimeFirst), "ran over the batch dimension")
 
 
@@ -233,7 +243,7 @@ def lstm_variant(order="ifgo", cand=torch.tanh, bias_hh=True, swap=False, use_h=
 
 
 def test_lstm_cell():
-    passes(checks.check_lstm_cell(s72.LSTMCell))
+    passes(checks.check_lstm_cell(copy_of(s72.LSTMCell)))
     passes(checks.check_lstm_cell(LSTMSlices))
     rejects(checks.check_lstm_cell(lstm_variant(order="figo")), "order f, i, g, o")
     rejects(checks.check_lstm_cell(lstm_variant(order="igfo")), "order i, g, f, o")
@@ -286,7 +296,7 @@ def loop_unbind(cell, x, state=None):
 
 
 def test_lstm_loop():
-    passes(checks.check_lstm_loop(s72.run_lstm))
+    passes(checks.check_lstm_loop(copy_of(s72.run_lstm)))
     passes(checks.check_lstm_loop(loop_unbind))
 
     def reset(cell, x, state=None):
@@ -333,8 +343,8 @@ def loop_shifted(cell, x, state=None):
 
 
 def test_lstm_loop_backpropagates_through_time():
-    rejects(checks.check_lstm_loop(loop_detached), "gradient does not flow back through the hidden state",
-            "is the state detached inside the loop?", "no .detach()")
+    rejects(checks.check_lstm_loop(loop_detached), "h_T carries no gradient", "backpropagation through time",
+            "is the state detached inside the loop?", "no .detach()", "calls .detach() (in loop_detached")
 
 
 def test_lstm_loop_shifted_outputs():
@@ -381,7 +391,7 @@ def gru_variant(reset_before=False, swap_z=False, b_hn_outside=False, order="rzn
 
 
 def test_gru_cell():
-    passes(checks.check_gru_cell(s73.GRUCell))
+    passes(checks.check_gru_cell(copy_of(s73.GRUCell)))
     passes(checks.check_gru_cell(GRUPerGate))
     rejects(checks.check_gru_cell(gru_variant(reset_before=True)), "before the matrix product")
     rejects(checks.check_gru_cell(gru_variant(swap_z=True)), "z and 1 - z are swapped")
@@ -426,7 +436,7 @@ def reverse_loop(x, lengths):
 
 
 def test_reverse_padded():
-    passes(checks.check_reverse_padded(s74.reverse_padded))
+    passes(checks.check_reverse_padded(copy_of(s74.reverse_padded)))
     passes(checks.check_reverse_padded(reverse_loop))
 
     def in_place(x, lengths):
@@ -486,7 +496,7 @@ def bidirectional_variant(flip_all=False, realign=True, order="fb", mask_padding
 
 
 def test_bidirectional():
-    passes(checks.check_bidirectional(s74.bidirectional))
+    passes(checks.check_bidirectional(copy_of(s74.bidirectional)))
     passes(checks.check_bidirectional(bidirectional_packed))
     rejects(checks.check_bidirectional(bidirectional_variant(flip_all=True)), "read the padding first")
     rejects(checks.check_bidirectional(bidirectional_variant(realign=False)), "not re-aligned in time")
@@ -518,20 +528,23 @@ def test_bidirectional_gradients_flow_through_both_rnns():
     def backward_detached(forward_rnn, backward_rnn, x, lengths):
         return s74.bidirectional(forward_rnn, Detached(backward_rnn), x, lengths)
 
-    rejects(checks.check_bidirectional(backward_detached), "gradients differ", "gradient is cut", ".detach()")
+    rejects(checks.check_bidirectional(backward_detached), "no gradient reaches backward_rnn.weight_ih_l0", "is cut",
+            ".detach() (in", "Detached.forward, line")
 
 
 # ------------------------------------------------------------------------------------------------------
 # 7.5 attention
 # ------------------------------------------------------------------------------------------------------
 def masked_softmax_by_hand(scores, mask):
-    """Correct, in another style: exponentials times the mask, normalized, 0/0 avoided by a clamp."""
-    e = torch.exp(scores - scores.amax(-1, keepdim=True)) * mask
+    """Correct, in another style: exponentials of the unmasked scores minus their maximum, normalized, 0/0
+    avoided by a clamp."""
+    top = scores.masked_fill(~mask, torch.finfo(scores.dtype).min).amax(-1, keepdim=True)
+    e = torch.exp(torch.where(mask, scores - top, float("-inf")))
     return e / e.sum(-1, keepdim=True).clamp_min(1e-30)
 
 
 def test_masked_softmax():
-    passes(checks.check_masked_softmax(s75.masked_softmax))
+    passes(checks.check_masked_softmax(copy_of(s75.masked_softmax)))
     passes(checks.check_masked_softmax(masked_softmax_by_hand))
     rejects(checks.check_masked_softmax(lambda s, m: torch.softmax(s.masked_fill(m, -1e9), -1)), "inverted")
     rejects(checks.check_masked_softmax(lambda s, m: torch.softmax(s.masked_fill(~m, 0.0), -1)), "set to 0")
@@ -548,7 +561,7 @@ def additive_with_expand(query, keys, W_q, W_k, v):
 
 
 def test_additive_scores():
-    passes(checks.check_additive_scores(s75.additive_scores))
+    passes(checks.check_additive_scores(copy_of(s75.additive_scores)))
     passes(checks.check_additive_scores(additive_with_expand))
 
     def no_tanh(q, k, W_q, W_k, v):
@@ -570,7 +583,7 @@ def test_additive_scores():
 
 
 def test_dot_scores():
-    passes(checks.check_dot_scores(s75.dot_scores))
+    passes(checks.check_dot_scores(copy_of(s75.dot_scores)))
     passes(checks.check_dot_scores(lambda q, k: torch.einsum("btd,bsd->bts", q / math.sqrt(q.shape[-1]), k)))
     rejects(checks.check_dot_scores(lambda q, k: q @ k.transpose(1, 2)), "not scaled")
     rejects(checks.check_dot_scores(lambda q, k: q @ k.transpose(1, 2) / q.size(-1)), "divided by d")
@@ -679,7 +692,7 @@ def test_checkers_leave_the_random_state_alone():
 
 
 def test_result_displays_and_ready(capsys):
-    good = checks.check_dot_scores(s75.dot_scores)
+    good = checks.check_dot_scores(copy_of(s75.dot_scores))
     bad = checks.check_dot_scores(lambda q, k: q @ k.transpose(1, 2))
     assert repr(good).startswith("✔ check_dot_scores: PASSED")
     assert repr(bad).startswith("✘ check_dot_scores: FAILED") and "Hint:" in repr(bad)
@@ -702,7 +715,7 @@ def test_the_solution_scan_finds_a_line_of_solution_code():
     assert line in inspect.getsource(s74)
     leaky = _core.CheckResult("check_bidirectional", "failed", "The backward half differs.", f"Write: {line}")
     assert solution_code_in(repr(leaky)) == [line]
-    assert solution_code_in(repr(checks.check_dot_scores(s75.dot_scores))) == []
+    assert solution_code_in(repr(checks.check_dot_scores(copy_of(s75.dot_scores)))) == []
 
 
 def test_messages_never_contain_the_solution_code():

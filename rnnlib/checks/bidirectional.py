@@ -12,7 +12,10 @@ outputs :math:`[\overrightarrow{H}_t; \overleftarrow{H}_t]` (zeros at padding), 
 the two RNNs' weights; the reversal is checked against :func:`rnnlib.models.reverse_padded`.
 
 The checkers put random values (not zeros) at padded positions, so that code which reads padding before
-the real tokens, or leaves the backward outputs in reversed order, gives visibly different numbers.
+the real tokens, or leaves the backward outputs in reversed order, gives visibly different numbers. Both
+compare gradients too (the reversal of features, and the encoder with respect to ``x`` and both RNNs'
+weights). The encoder must be built from the two RNNs it is given: any other recurrent module or fused
+recurrent operator it runs (``nn.GRU(bidirectional=True)``, ``torch.gru``) fails the check.
 """
 from __future__ import annotations
 
@@ -20,9 +23,14 @@ import torch
 from torch import Tensor, nn
 
 from ..models import PaddedRNN, reverse_padded
-from ._core import Mistake, call, checker, close, describe, diagnose, expect_shape, expect_tensor, fail, gradients
+from ._core import (Mistake, call, checker, close, compare_gradients, describe, diagnose, expect_shape, expect_tensor,
+                    fail, run)
 
 __all__ = ["check_reverse_padded", "check_bidirectional"]
+
+FROM_TWO_RNNS = ("Build the encoder from the two RNNs you are given: call forward_rnn on x and backward_rnn on x "
+                 "reversed within each length, then combine their outputs. Another recurrent module or fused "
+                 "operator (a bidirectional nn.GRU, torch.gru) is not the exercise.")
 
 
 def _mask(lengths: Tensor, T: int) -> Tensor:
@@ -44,13 +52,17 @@ def check_reverse_padded(reverse) -> str:
         x = (torch.randint(1, 50, shape, generator=gen) if len(shape) == 2
              else torch.randn(shape, generator=gen))
         before = x.clone()
-        out = call(reverse, x, lengths.clone(), what=f"{name}(x, lengths)")
+        out = call(reverse, x, lengths.clone(), what=f"{name}(x, lengths)", cpu_args=(1,),
+                   reference=lambda: reverse_padded(before, lengths))
         if not torch.equal(x, before):
             raise fail(f"{name} changed its input x in place.",
                        "Build a new tensor (e.g. by indexing x with the reversed positions) and leave x unchanged: "
                        "the forward direction still needs the original order.")
         out = expect_tensor(out, f"The result of {name}",
                             "Return one tensor with the same shape as x, e.g. x indexed with the reversed positions.")
+        if out.dtype != x.dtype:
+            raise fail(f"The result has dtype {out.dtype}; x has {x.dtype}.",
+                       "Reversing only reorders positions: index x itself, so the values keep their dtype.")
         if tuple(out.shape) != tuple(shape):
             raise fail(f"For x of shape {tuple(shape)} the result has shape {tuple(out.shape)}; expected the same "
                        "shape as x.", "Reversing only reorders positions along the time axis (dim 1).")
@@ -73,7 +85,14 @@ def check_reverse_padded(reverse) -> str:
                    f"{lengths.tolist()}).",
                    "For t < L the new row holds x[b, L - 1 - t]; for t >= L it holds x[b, t]. Check the first and "
                    "last real position for an off-by-one.")
-    return f"{name} reverses every row within its own length and leaves the padding in place, for ids and features."
+    # Gradients: the backward RNN's outputs are reversed back with this function, so they must flow through it.
+    x = torch.randn(3, 5, 2, generator=gen).requires_grad_()
+    lengths = torch.tensor([2, 5, 4])
+    out, watch = run(reverse, x, lengths.clone(), what=f"{name}(x, lengths)")
+    x_ref = x.detach().clone().requires_grad_()
+    compare_gradients(out, [x], reverse_padded(x_ref, lengths), [x_ref], ["x"], watch, "the result")
+    return (f"{name} reverses every row within its own length and leaves the padding in place, for ids and features, "
+            "and passes gradients back to x.")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -131,6 +150,11 @@ def _summary_mistakes(out, lengths, f_final, b_final):
     rows = torch.arange(out.size(0))
     f_last = out[rows, lengths - 1, :H]
     b_first = out[:, 0, H:]
+    yield Mistake("The summary is the two RNNs' final states [h_n of forward_rnn; h_n of backward_rnn]: both have "
+                  "read padding (the forward RNN after the real tokens, the backward one after the reversed sequence).",
+                  "Take each direction where it has just read the whole sequence: the forward output at position "
+                  "lengths[b] - 1 and the backward output at position 0.",
+                  lambda: torch.cat([f_final, b_final], -1))
     yield Mistake("The forward half of the summary is the state at the last padded position (or h_n of the forward "
                   "RNN), which has read the padding after the real tokens.",
                   "Take the forward output at position lengths[b] - 1, the last real token of row b.",
@@ -168,7 +192,9 @@ def check_bidirectional(encode) -> str:
             fwd, bwd = nn.GRU(D, H, batch_first=True), nn.GRU(D, H, batch_first=True)
         x = torch.randn(B, T, D, generator=gen)  # padding holds random values too: reading it shows
         with torch.no_grad():
-            got = call(encode, fwd, bwd, x, lengths.clone(), what=f"{name}(forward_rnn, backward_rnn, x, lengths)")
+            got = call(encode, fwd, bwd, x, lengths.clone(), what=f"{name}(forward_rnn, backward_rnn, x, lengths)",
+                       allow=[fwd, bwd], forbid={"layer": FROM_TWO_RNNS, "cell": FROM_TWO_RNNS}, cpu_args=(3,),
+                       reference=lambda: _bidirectional_reference(fwd, bwd, x, lengths))
         if not (isinstance(got, (tuple, list)) and len(got) == 2):
             raise fail(f"{name} returned {describe(got)}; expected (outputs, summary).",
                        "End with: return outputs, summary")
@@ -207,21 +233,18 @@ def check_bidirectional(encode) -> str:
 
     # Gradients with respect to x and both RNNs' weights (of the last case), against the packed reference's.
     x_leaf = x.clone().requires_grad_()
-    got = call(encode, fwd, bwd, x_leaf, lengths.clone(), what=f"{name}(forward_rnn, backward_rnn, x, lengths)")
+    got, watch = run(encode, fwd, bwd, x_leaf, lengths.clone(), what=f"{name}(forward_rnn, backward_rnn, x, lengths)",
+                     allow=[fwd, bwd])
     weights = list(fwd.parameters()) + list(bwd.parameters())
-    mine = gradients(tuple(got), weights + [x_leaf], torch.Generator().manual_seed(1))
+    names = [f"forward_rnn.{k}" for k, _ in fwd.named_parameters()] + [f"backward_rnn.{k}" for k, _ in
+                                                                       bwd.named_parameters()]
     ref = _reference_module(fwd, bwd)
     ref_params = dict(ref.rnn.named_parameters())
     ref_leaves = [ref_params[k] for k, _ in fwd.named_parameters()]
     ref_leaves += [ref_params[f"{k}_reverse"] for k, _ in bwd.named_parameters()]
     ref_leaves.append(x.clone().requires_grad_())
-    theirs = gradients(ref(ref_leaves[-1], lengths), ref_leaves, torch.Generator().manual_seed(1))
-    for got_grad, want in zip(mine, theirs):
-        if got_grad is None or not close(got_grad, want):
-            raise fail("outputs and summary are right, but their gradients differ from the bidirectional GRU's: "
-                       "somewhere on the way from x through the two RNNs the gradient is cut.",
-                       "Do not use .detach(), .data, .numpy() or torch.no_grad() on x or on the RNNs' outputs, and "
-                       "reverse by indexing (x[rows, positions]), which autograd follows.")
+    compare_gradients(tuple(got), weights + [x_leaf], ref(ref_leaves[-1], lengths), ref_leaves, names + ["x"], watch,
+                      "outputs and summary", ("outputs", "summary"))
     return (f"{name} matches PyTorch's bidirectional GRU over packed sequences: outputs aligned in time, padding never "
             "read first and zero in the outputs, summary from the right positions, gradients flowing through both "
             "RNNs.")

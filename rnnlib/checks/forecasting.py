@@ -11,7 +11,11 @@ The five pieces the learner writes, and what each is compared with:
 * ``naive_forecast(X)``: "same as yesterday", the last value of each window;
 * ``Forecaster``: an ``nn.RNNCell`` unrolled over the window, :math:`H_t = \tanh(X_t W_{xh} + H_{t-1} W_{hh} + b_h)`,
   with the prediction :math:`H_T W_{hq} + b_q` from the state after the last step; compared with
-  :class:`rnnlib.models.SequenceRegressor` holding the same weights.
+  :class:`rnnlib.models.SequenceRegressor` holding the same weights, in values and gradients; its cell must
+  be called exactly once per day (a fused RNN layer such as ``torch.rnn_tanh`` or ``nn.RNN`` fails), and two
+  calls on the same windows must give the same predictions (no state kept between calls).
+
+The four data functions are compared on values only: they prepare data that nothing is trained through.
 """
 from __future__ import annotations
 
@@ -21,8 +25,8 @@ from torch.func import functional_call
 
 from ..models import SequenceRegressor
 from ..synthetic import sliding_windows
-from ._core import (GRADIENT_HINT, Mistake, build, call, checker, close, describe, diagnose, expect_shape, fail,
-                    gradients, set_parameters)
+from ._core import (Mistake, build, call, checker, close, compare_gradients, describe, diagnose, expect_shape, fail,
+                    run, set_parameters)
 
 __all__ = ["check_split_by_time", "check_normalize_splits", "check_make_windows", "check_naive_forecast",
            "check_forecaster"]
@@ -69,10 +73,19 @@ def check_split_by_time(split_by_time) -> str:
                 if torch.equal(torch.cat([test, val, train]), values):
                     raise fail("The parts are in the wrong order: the test period comes first.",
                                "Training is the earliest period, then validation, then test (the most recent).")
+                if torch.equal(torch.cat([train, test, val]), values):
+                    raise fail("Validation and test are swapped: the validation part you return is the most recent "
+                               "period, and the test part the one before it.",
+                               "The test period is the last one, the most recent days; validation comes just before it.")
                 raise fail("The values are shuffled: the parts are not consecutive periods of the series.",
                            "For a time series the model must be judged on days after those it learnt from: take "
                            "consecutive slices in time order, without shuffling.")
             raise fail("The parts are not slices of the series you were given.", "Slice values; do not change them.")
+        if (val_fraction != test_fraction and abs(len(val) - n * test_fraction) <= 1
+                and abs(len(test) - n * val_fraction) <= 1):
+            raise fail(f"The sizes of validation and test are swapped: validation holds {len(val)} values and test "
+                       f"{len(test)}, but val_fraction={val_fraction} and test_fraction={test_fraction}.",
+                       "The validation part holds val_fraction of the values, the test part test_fraction.")
         for part, fraction, label in ((val, val_fraction, "validation"), (test, test_fraction, "test")):
             if abs(len(part) - n * fraction) > 1:
                 raise fail(f"With {n} values and a {label} fraction of {fraction}, the {label} part should hold about "
@@ -246,9 +259,9 @@ def _head(p, h):
     return (h @ p["head.weight"].T + p["head.bias"]).squeeze(-1)
 
 
-def _states(p, x, reset=False, reverse=False):
+def _states(p, x, reset=False, reverse=False, steps=None):
     h = x.new_zeros(x.size(0), p["cell.weight_hh"].size(0))
-    steps = range(x.size(1) - 1, -1, -1) if reverse else range(x.size(1))
+    steps = (range(x.size(1) - 1, -1, -1) if reverse else range(x.size(1))) if steps is None else steps
     states = []
     for t in steps:
         h = _cell(p, x[:, t], torch.zeros_like(h) if reset else h)
@@ -266,9 +279,20 @@ def _forecaster_mistakes(p, x):
                   lambda: _head(p, _states(p, x)[0]))
     yield Mistake("The window is read backwards in time.", "Loop t = 0, 1, ..., T - 1 over x[:, t].",
                   lambda: _head(p, _states(p, x, reverse=True)[-1]))
+    T = x.size(1)
+    yield Mistake("The time loop stops one step early: the last day of the window, the most recent one, is never read.",
+                  "Loop over all T days: for t in range(x.size(1)).",
+                  lambda: _head(p, _states(p, x, steps=range(T - 1))[-1]) if T > 1 else None)
+    yield Mistake("The time loop skips the first day of the window (it starts at t = 1).",
+                  "Loop over all T days, starting at t = 0: for t in range(x.size(1)).",
+                  lambda: _head(p, _states(p, x, steps=range(1, T))[-1]) if T > 1 else None)
     yield Mistake("The prediction is the mean of the head over all steps, not the head of the last state.",
                   "Apply the head once, to the hidden state after the last step.",
                   lambda: torch.stack([_head(p, h) for h in _states(p, x)], 1).mean(1))
+
+
+FROM_SCRATCH = ("Unroll the RNN yourself: loop over the days and call self.cell once per day. A fused RNN layer "
+                "(nn.RNN, torch.rnn_tanh) would do the loop for you, and the loop is the exercise.")
 
 
 def _forecaster_shapes(H):
@@ -288,7 +312,8 @@ def check_forecaster(model_class) -> str:
         p = set_parameters(model, _forecaster_shapes(H), gen, name)
         x = torch.randn(B, T, 1, generator=gen)
         with torch.no_grad():
-            out = call(model, x, what=f"{name}.forward")
+            out, watch = run(model, x, what=f"{name}.forward", allow=[model.cell], count=[model.cell],
+                             forbid={"layer": FROM_SCRATCH}, reference=lambda: _reference(p, x))
             ref = _reference(p, x)
         if isinstance(out, (tuple, list)):
             raise fail(f"forward returned {describe(out)}; expected one tensor of predictions, shape {(B,)}.",
@@ -315,16 +340,24 @@ def check_forecaster(model_class) -> str:
             raise fail("The prediction differs from an RNN unrolled over the window with the head on its last state.",
                        "Start from a zero state, update it with self.cell one day at a time, and apply self.head "
                        "once, to the state after the last day.")
+        if watch.count(model.cell) != T and not watch.reference:  # rnnlib's code that ran is named in the verdict
+            raise fail(f"forward called self.cell {watch.count(model.cell)} times for a window of T={T} days; unrolling "
+                       "the RNN calls it exactly once per day.",
+                       "Loop over the days and call h = self.cell(x[:, t], h) once for each t.")
+        with torch.no_grad():
+            again = call(model, x, what=f"{name}.forward")
+        if not close(again, out):
+            raise fail("Called twice on the same windows, your model gives different predictions the second time: it "
+                       "keeps its hidden state between calls (e.g. in self.h), so each batch starts where an "
+                       "unrelated batch ended.",
+                       "Start every call from a fresh zero state held in a local variable: h = x.new_zeros(...).")
 
     x_leaf = x.clone().requires_grad_()
     weights = [dict(model.named_parameters())[k] for k in _forecaster_shapes(H)]
-    mine = gradients(call(model, x_leaf, what=f"{name}.forward"), weights + [x_leaf], torch.Generator().manual_seed(1))
+    out, watch = run(model, x_leaf, what=f"{name}.forward", allow=[model.cell])
     ref_leaves = [t.detach().clone().requires_grad_() for t in weights + [x]]
     ref = _reference(dict(zip(_forecaster_shapes(H), ref_leaves[:-1])), ref_leaves[-1])
-    theirs = gradients(ref, ref_leaves, torch.Generator().manual_seed(1))
-    for got, want in zip(mine, theirs):
-        if got is None or not close(got, want):
-            raise fail("The predictions are right, but the gradients differ from the reference: backpropagation "
-                       "through time is cut somewhere.", GRADIENT_HINT)
+    compare_gradients(out, weights + [x_leaf], ref, ref_leaves, list(_forecaster_shapes(H)) + ["x"], watch,
+                      "the predictions")
     return (f"{name} unrolls its RNN cell over the whole window, carrying the hidden state, and predicts from the "
             "last state: values and gradients match the reference.")

@@ -8,10 +8,13 @@ The reference is :func:`rnnlib.cells.gru_cell_step`. With the fused weights spli
     n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn))     the reset gate acts after the product
     h' = (1 - z) * n + z * h
 
-Typical mistakes it recognizes: the reset gate applied before the product (the paper's variant, which
-``nn.GRU`` does not compute), ``z`` and ``1 - z`` swapped, ``b_hn`` outside the reset gate, another gate
-order, a wrong activation (any of the 7 ways of swapping sigmoid and tanh among r, z, n), a missing bias,
-the previous state ignored.
+Typical mistakes it recognizes: the reset gate applied before the product (the variant of the EMNLP 2014
+version of Cho et al., arXiv 1406.1078v3, which ``nn.GRU`` does not compute; the first arXiv version and
+cuDNN apply it after the product, as here), the reset gate applied to the sum of the input and hidden
+parts, ``z`` and ``1 - z`` swapped, ``b_hn`` outside the reset gate, another gate order, gates read from
+interleaved columns, a wrong activation (any of the 7 ways of swapping sigmoid and tanh among r, z, n), a
+missing bias, the previous state ignored. Gradients are compared too, and PyTorch's fused GRU
+(``torch.gru_cell``, ``nn.GRUCell``, ``nn.GRU``, however reached) fails the check.
 """
 from __future__ import annotations
 
@@ -21,13 +24,16 @@ import torch
 from torch import Tensor
 
 from ..cells import gru_cell_step
-from ._core import (GRADIENT_HINT, Mistake, activation_swaps, build, call, checker, close, describe, diagnose,
-                    expect_shape, fail, gradients, set_parameters, swapped_acts)
+from ._core import (Mistake, activation_swaps, build, call, checker, close, compare_gradients, describe, diagnose,
+                    expect_shape, fail, run, set_parameters, swapped_acts)
 
 __all__ = ["check_gru_cell"]
 
 GATES = "rzn"
 CASES = [(3, 5, 4), (1, 6, 2), (4, 2, 7)]  # (batch, input_size, hidden_size)
+FROM_SCRATCH = ("The exercise asks you to write the step from its equations: the input and hidden projections "
+                "(x @ weight_ih.T + bias_ih, h @ weight_hh.T + bias_hh), cut into r, z, n, then torch.sigmoid and "
+                "torch.tanh; not PyTorch's GRU, which computes the same thing for you.")
 
 
 def _reference(x, h, p, reset_after=True):
@@ -35,20 +41,26 @@ def _reference(x, h, p, reset_after=True):
 
 
 def _step(x, h, p, order=GATES, acts="sst", biases=(True, True), use_h=True, b_hn_inside=True, use_r=True,
-          update="(1-z)n+zh"):
+          update="(1-z)n+zh", interleaved=False, reset_sum=False):
     """One GRU step (reset after the product, as nn.GRU), optionally with one typical mistake."""
     h_in = h if use_h else torch.zeros_like(h)
     xp = x @ p["weight_ih"].T + (p["bias_ih"] if biases[0] else 0)
     hp = h_in @ p["weight_hh"].T
     b_hh = p["bias_hh"] if biases[1] else torch.zeros_like(p["bias_hh"])
-    xs = dict(zip(order, xp.chunk(3, dim=-1)))
-    hs = dict(zip(order, hp.chunk(3, dim=-1)))
-    bs = dict(zip(order, b_hh.chunk(3)))
+
+    def split(t):
+        return t.reshape(*t.shape[:-1], -1, 3).unbind(-1) if interleaved else t.chunk(3, dim=-1)
+
+    xs = dict(zip(order, split(xp)))
+    hs = dict(zip(order, split(hp)))
+    bs = dict(zip(order, split(b_hh)))
     fn = {"s": torch.sigmoid, "t": torch.tanh}
     r = fn[acts[0]](xs["r"] + hs["r"] + bs["r"])
     z = fn[acts[1]](xs["z"] + hs["z"] + bs["z"])
     gate = r if use_r else torch.ones_like(r)
-    if b_hn_inside:
+    if reset_sum:
+        n = fn[acts[2]](gate * (xs["n"] + hs["n"] + bs["n"]))
+    elif b_hn_inside:
         n = fn[acts[2]](xs["n"] + gate * (hs["n"] + bs["n"]))
     else:
         n = fn[acts[2]](xs["n"] + gate * hs["n"] + bs["n"])
@@ -93,9 +105,18 @@ def _activation_text(wrong: str) -> tuple[str, str]:
 
 def _mistakes(x, h, p):
     yield Mistake("The reset gate multiplies h before the matrix product, n = tanh(x W_in^T + b_in + (r * h) W_hn^T "
-                  "+ b_hn): that is the original paper's GRU, but torch.nn.GRU applies r to the result of the product.",
+                  "+ b_hn): that is the GRU of the EMNLP 2014 version of Cho et al. (arXiv 1406.1078v3), but "
+                  "torch.nn.GRU and cuDNN apply r to the result of the product, as the paper's first version did.",
                   "Compute h W_hn^T + b_hn first, then multiply it by r.",
                   lambda: _reference(x, h, p, reset_after=False))
+    yield Mistake("The reset gate multiplies the sum of the input and hidden parts, n = tanh(r * (x W_in^T + b_in + "
+                  "h W_hn^T + b_hn)); it scales only the hidden part.",
+                  "Add the input part outside: n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn)).",
+                  lambda: _step(x, h, p, reset_sum=True))
+    yield Mistake("Your gates read interleaved columns of the (batch, 3H) projections (every third column, as "
+                  ".view(batch, H, 3) gives); PyTorch stores r, z and n as three contiguous blocks of H columns.",
+                  "Cut each projection into three consecutive chunks: .chunk(3, dim=-1).",
+                  lambda: _step(x, h, p, interleaved=True))
     yield Mistake("z and 1 - z are swapped: your h' = z * n + (1 - z) * h.",
                   "In PyTorch's convention z is how much of the OLD state is kept: h' = (1 - z) * n + z * h.",
                   lambda: _step(x, h, p, update="zn+(1-z)h"))
@@ -145,7 +166,8 @@ def check_gru_cell(cell_class) -> str:
         cell = build(cell_class, D, H, what=f"{name}({D}, {H})")
         p = set_parameters(cell, _shapes(D, H), gen, name)
         x, h = torch.randn(B, D, generator=gen), torch.randn(B, H, generator=gen) * 0.8
-        out = call(cell, x, h, what=f"{name}.forward")
+        out = call(cell, x, h, what=f"{name}.forward", forbid={"cell": FROM_SCRATCH, "layer": FROM_SCRATCH},
+                   reference=lambda: _reference(x, h, p))
         if isinstance(out, (tuple, list)):
             raise fail(f"forward returned {describe(out)}; a GRU cell returns one tensor, the new state h'.",
                        "A GRU has no cell state: return h_new only.")
@@ -168,13 +190,9 @@ def check_gru_cell(cell_class) -> str:
 
     x_leaf, h_leaf = x.clone().requires_grad_(), h.clone().requires_grad_()
     weights = [dict(cell.named_parameters())[k] for k in _shapes(D, H)]
-    mine = gradients(call(cell, x_leaf, h_leaf, what=f"{name}.forward"), weights + [x_leaf, h_leaf],
-                     torch.Generator().manual_seed(1))
+    out, watch = run(cell, x_leaf, h_leaf, what=f"{name}.forward")
     ref_leaves = [t.detach().clone().requires_grad_() for t in weights + [x, h]]
     ref = _reference(ref_leaves[4], ref_leaves[5], dict(zip(_shapes(D, H), ref_leaves[:4])))
-    theirs = gradients(ref, ref_leaves, torch.Generator().manual_seed(1))
-    for got, want in zip(mine, theirs):
-        if got is None or not close(got, want):
-            raise fail("The forward values are right, but the gradients differ from the reference.", GRADIENT_HINT)
+    compare_gradients(out, weights + [x_leaf, h_leaf], ref, ref_leaves, list(_shapes(D, H)) + ["x", "h"], watch, "h'")
     return (f"{name} matches torch.nn.GRUCell's equations (gate order r, z, n; reset gate after the product) on "
             f"{len(CASES)} random sizes, with h=None, and in its gradients.")

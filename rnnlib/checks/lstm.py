@@ -8,8 +8,11 @@ The reference is rnnlib's own LSTM (:mod:`rnnlib.cells`, :mod:`rnnlib.layers`), 
     c' = f * c + i * g,   h' = o * tanh(c')
 
 A wrong cell is diagnosed by recomputing the step under each typical mistake (the 23 other gate orders,
-the 15 ways of giving some gates the wrong one of sigmoid / tanh, a missing bias, the state ignored, ...)
-and naming the one that matches.
+gates read from interleaved columns, the 15 ways of giving some gates the wrong one of sigmoid / tanh, a
+missing bias, a forget bias of +1 added in forward, the state ignored, ...) and naming the one that
+matches. Both checkers compare gradients too (inputs, states and weights) and require code written from
+the equations: PyTorch's fused LSTM (``torch.lstm_cell``, ``nn.LSTMCell``, ``torch.lstm``, ``nn.LSTM``,
+however reached) fails the check, and the loop must call the cell it is given exactly once per time step.
 """
 from __future__ import annotations
 
@@ -21,24 +24,31 @@ from torch import Tensor
 
 from ..cells import LSTMCell, lstm_cell_step
 from ..layers import LSTM
-from ._core import (GRADIENT_HINT, Mistake, activation_swaps, build, call, checker, close, describe, diagnose,
-                    expect_shape, fail, gradients, set_parameters, swapped_acts)
+from ._core import (Mistake, _Verdict, activation_swaps, build, call, checker, close, compare_gradients, describe, diagnose,
+                    expect_shape, fail, run, set_parameters, swapped_acts)
 
 __all__ = ["check_lstm_cell", "check_lstm_loop"]
 
 GATES = "ifgo"
 CASES = [(3, 5, 4), (1, 6, 2), (4, 2, 7)]  # (batch, input_size, hidden_size): all different, small
+CELL_FROM_SCRATCH = ("The exercise asks you to write the step from its equations: one matrix product per weight "
+                     "(x @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh), cut into the four gates, then "
+                     "torch.sigmoid and torch.tanh; not PyTorch's LSTM, which computes the same thing for you.")
+LOOP_FROM_SCRATCH = ("Loop over the time steps yourself and call the cell you are given once per step, "
+                     "state = cell(x[:, t], state); PyTorch's fused LSTM layer is what this exercise rebuilds.")
 
 
 def _step(x, h, c, p, order=GATES, acts="sstS", cell_act=torch.tanh, biases=(True, True), use_h=True,
-          use_c=True, cell_rule="fc+ig", return_c_in_h=False):
+          use_c=True, cell_rule="fc+ig", return_c_in_h=False, forget_bias=0.0, interleaved=False):
     """One LSTM step, optionally with one typical mistake. ``acts``: s = sigmoid, t = tanh, S = sigmoid (o)."""
     pre = x @ p["weight_ih"].T + (h if use_h else torch.zeros_like(h)) @ p["weight_hh"].T
     if biases[0]:
         pre = pre + p["bias_ih"]
     if biases[1]:
         pre = pre + p["bias_hh"]
-    chunks = dict(zip(order, pre.chunk(4, dim=-1)))  # the learner's names for chunk 0, 1, 2, 3
+    parts = pre.reshape(*pre.shape[:-1], -1, 4).unbind(-1) if interleaved else pre.chunk(4, dim=-1)
+    chunks = dict(zip(order, parts))  # the learner's names for chunk 0, 1, 2, 3
+    chunks["f"] = chunks["f"] + forget_bias
     fn = {"s": torch.sigmoid, "S": torch.sigmoid, "t": torch.tanh}
     i, f, g, o = (fn[a](chunks[name]) for a, name in zip(acts, GATES))
     c_prev = c if use_c else torch.zeros_like(c)
@@ -115,6 +125,14 @@ def _mistakes(x, h, c, p):
                 "(rows 0:H input gate, H:2H forget gate, 2H:3H candidate, 3H:4H output gate).",
                 "Split the (batch, 4H) pre-activation into four chunks in the order i, f, g, o.",
                 lambda order=order: _step(x, h, c, p, order=order))
+    yield Mistake("Your gates read interleaved columns of the (batch, 4H) pre-activation (every fourth column, as "
+                  ".view(batch, H, 4) gives); PyTorch stores the four gates as four contiguous blocks of H columns.",
+                  "Cut the pre-activation into four consecutive chunks: pre.chunk(4, dim=-1), or .view(batch, 4, H).",
+                  lambda: _step(x, h, c, p, interleaved=True))
+    yield Mistake("The forget gate gets an extra +1 in forward: f = sigmoid(... + 1). nn.LSTM adds nothing: a forget "
+                  "bias of 1 (chapter 7.2) is a way to initialize b_f, set once in the bias parameters.",
+                  "Compute f = sigmoid(x W_if^T + b_if + h W_hf^T + b_hf) with the biases as they are.",
+                  lambda: _step(x, h, c, p, forget_bias=1.0))
     for wrong in activation_swaps(GATES):
         if wrong == "ig":  # the same output as the exchange of i and g above
             continue
@@ -177,11 +195,12 @@ def check_lstm_cell(cell_class) -> str:
         p = set_parameters(cell, _shapes(B, D, H), gen, name)
         x = torch.randn(B, D, generator=gen)
         h, c = torch.randn(B, H, generator=gen) * 0.8, torch.randn(B, H, generator=gen)
-        out = call(cell, x, (h, c), what=f"{name}.forward")
+        out = call(cell, x, (h, c), what=f"{name}.forward", forbid={"cell": CELL_FROM_SCRATCH, "layer": CELL_FROM_SCRATCH},
+                   reference=lambda: _reference(x, h, c, p))
         ref = _reference(x, h, c, p)
         if isinstance(out, Tensor):
             hint = "return (h_new, c_new), a tuple of two tensors"
-            if out.shape[-1] == 4 * H:
+            if out.dim() and out.shape[-1] == 4 * H:
                 raise fail(f"forward returned one tensor of shape {tuple(out.shape)}: the gate pre-activations, "
                            "not the new state.", hint.capitalize() + ".")
             raise fail(f"forward returned {describe(out)}; expected a tuple (h', c').", hint.capitalize() + ".")
@@ -207,16 +226,12 @@ def check_lstm_cell(cell_class) -> str:
 
     # Gradients with respect to the weights, the input and the state.
     leaves = [x.clone().requires_grad_(), h.clone().requires_grad_(), c.clone().requires_grad_()]
-    ours = call(cell, leaves[0], (leaves[1], leaves[2]), what=f"{name}.forward")
+    ours, watch = run(cell, leaves[0], (leaves[1], leaves[2]), what=f"{name}.forward")
     weights = [dict(cell.named_parameters())[k] for k in _shapes(B, D, H)]
-    mine = gradients(ours, weights + leaves, torch.Generator().manual_seed(1))
     ref_leaves = [t.detach().clone().requires_grad_() for t in weights + leaves]
     ref_p = dict(zip(_shapes(B, D, H), ref_leaves[:4]))
-    theirs = gradients(_reference(ref_leaves[4], ref_leaves[5], ref_leaves[6], ref_p), ref_leaves,
-                       torch.Generator().manual_seed(1))
-    for got, want in zip(mine, theirs):
-        if got is None or not close(got, want):
-            raise fail("The forward values are right, but the gradients differ from the reference.", GRADIENT_HINT)
+    compare_gradients(ours, weights + leaves, _reference(ref_leaves[4], ref_leaves[5], ref_leaves[6], ref_p), ref_leaves,
+                      list(_shapes(B, D, H)) + ["x", "h", "c"], watch, "(h', c')", ("h'", "c'"))
     return (f"{name} matches the reference LSTM step (gate order i, f, g, o) on {len(CASES)} random sizes, "
             "with state=None, and in its gradients.")
 
@@ -303,7 +318,9 @@ def check_lstm_loop(run_lstm) -> str:
         x = torch.randn(B, T, D, generator=gen)
         state = (torch.randn(B, H, generator=gen), torch.randn(B, H, generator=gen)) if given else None
         with torch.no_grad():
-            out = call(run_lstm, cell, x, state, what=f"{name}(cell, x, state)")
+            out, watch = run(run_lstm, cell, x, state, what=f"{name}(cell, x, state)", allow=[cell], count=[cell],
+                             forbid={"layer": LOOP_FROM_SCRATCH, "cell": LOOP_FROM_SCRATCH},
+                             reference=lambda: _loop_reference(cell, x, state))
             ref = _loop_reference(cell, x, state)
         if not (isinstance(out, (tuple, list)) and len(out) == 2 and isinstance(out[1], (tuple, list))
                 and len(out[1]) == 2):
@@ -327,6 +344,12 @@ def check_lstm_loop(run_lstm) -> str:
             where = "outputs" if not close(outputs, ref[0]) else "the final state"
             raise fail(f"{where} differs from running the cell step by step (x of shape {(B, T, D)}).",
                        "Loop over t, call cell(x[:, t], state), keep the new state, and collect its h.")
+        if watch.count(cell) != T and not watch.reference:  # rnnlib's code that ran is named in the verdict
+            instead = f" (it ran {', '.join(watch.reference[:2])} instead)" if watch.reference else ""
+            raise fail(f"{name} called the cell {watch.count(cell)} times for a sequence of T={T} steps{instead}; a "
+                       "loop over time calls it exactly once per step.",
+                       "Call cell(x[:, t], state) once for each t and reuse what it returns; do not compute the steps "
+                       "another way or call the cell again for the same step.")
 
     # Backpropagation through time: the gradients of the outputs and final state with respect to the input,
     # the initial state and the cell's weights, compared with the layer's on copies of the same values.
@@ -334,20 +357,23 @@ def check_lstm_loop(run_lstm) -> str:
     cell = LSTMCell(D, H)
     leaves = [torch.randn(B, T, D, generator=gen).requires_grad_(), torch.randn(B, H, generator=gen).requires_grad_(),
               torch.randn(B, H, generator=gen).requires_grad_()]
-    outputs, final = call(run_lstm, cell, leaves[0], (leaves[1], leaves[2]), what=f"{name}(cell, x, state)")
+    (outputs, final), watch = run(run_lstm, cell, leaves[0], (leaves[1], leaves[2]), what=f"{name}(cell, x, state)",
+                                  allow=[cell])
     weights = [dict(cell.named_parameters())[k] for k in _shapes(B, D, H)]
-    mine = gradients((outputs, *final), weights + leaves, torch.Generator().manual_seed(1))
     layer = _as_layer(cell)
     ref_leaves = [dict(layer.named_parameters())[f"{k}_l0"] for k in _shapes(B, D, H)]
     ref_leaves += [t.detach().clone().requires_grad_() for t in leaves]
     ref_outputs, ref_final = _loop_reference(cell, ref_leaves[4], (ref_leaves[5], ref_leaves[6]), layer)
-    theirs = gradients((ref_outputs, *ref_final), ref_leaves, torch.Generator().manual_seed(1))
-    for got, want in zip(mine, theirs):
-        if got is None or not close(got, want):
-            raise fail("The values are right, but the gradient does not flow back through the hidden state as in "
-                       "backpropagation through time: is the state detached inside the loop?",
-                       "Pass each step exactly the state the previous step returned: no .detach(), .data or "
-                       "torch.no_grad() inside the loop. Truncated BPTT detaches between batches, in the training "
-                       "loop, never between the steps of one forward pass.")
+    try:
+        compare_gradients((outputs, *final), weights + leaves, (ref_outputs, *ref_final), ref_leaves,
+                          [f"the cell's {k}" for k in _shapes(B, D, H)] + ["x", "h_0", "c_0"], watch,
+                          "the outputs", ("outputs", "h_T", "c_T"))
+    except _Verdict as verdict:  # name backpropagation through time, the usual way to cut it here
+        verdict.message += (" Backpropagation through time needs each step to get exactly the state the previous "
+                            "step returned: is the state detached inside the loop?")
+        verdict.hint = ("Pass each step exactly the state the previous step returned: no .detach(), .data or "
+                        "torch.no_grad() inside the loop. Truncated BPTT detaches between batches, in the training "
+                        "loop, never between the steps of one forward pass.")
+        raise
     return (f"{name} runs the cell over time exactly like an LSTM layer, with and without a given state, and "
             "backpropagates through time like it.")
