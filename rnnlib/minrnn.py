@@ -22,8 +22,8 @@ Every :math:`(a_t, b_t)` is computed for all steps at once from one matrix produ
 :math:`h_t = a_t h_{t-1} + b_t` is evaluated by one of the scans of :mod:`rnnlib.scan` (``scan=``):
 ``"log"`` (default, :func:`~rnnlib.scan.log_scan`, as in the paper), ``"doubling"``, ``"tree"``, or
 ``"loop"`` (the same model, one step after another in Python). The log-space scan runs in chunks of
-:data:`LOG_SCAN_CHUNK` steps, which keeps its rounding error from growing with the length. All four compute the same function;
-:meth:`step` advances the state by one step for generation and gives the same numbers.
+``LOG_SCAN_CHUNK`` steps, which keeps its rounding error from growing with the length. All four compute
+the same function; ``step`` advances the state by one step for generation and gives the same numbers.
 
 The log-space scan needs :math:`a_t, b_t > 0`. The gates are positive by construction and their logs are
 computed without ever rounding to :math:`\log 0`: :math:`\log(1 - \sigma(k)) = -\mathrm{softplus}(k)`,
@@ -60,7 +60,8 @@ from .scan import linear_recurrence, log_scan, scan_doubling, scan_tree
 __all__ = ["MinGRU", "MinLSTM", "MinRNNLM", "g", "log_g", "SCANS"]
 
 SCANS = ("log", "doubling", "tree", "loop")
-LOG_SCAN_CHUNK = 64  # the log-space sums restart every 64 steps: float32 error stays that of 64 steps (rnnlib.scan)
+#: The log-space sums restart every 64 steps, so the float32 error stays that of 64 steps (see rnnlib.scan).
+LOG_SCAN_CHUNK = 64
 
 
 def g(x: Tensor) -> Tensor:
