@@ -12,6 +12,7 @@ from torch import nn
 
 import rnnlib.checks as checks
 from _learner import copy_of
+from test_checks import solution_code_in
 from rnnlib.checks import _core
 from rnnlib.solutions import exercise_7_1 as s71
 from rnnlib.solutions import exercise_7_2 as s72
@@ -25,6 +26,7 @@ bidirectional, dot, masked_softmax = copy_of(s74.bidirectional), copy_of(s75.dot
 
 def says(result, *phrases, status="failed"):
     assert result.status == status, repr(result)
+    assert not solution_code_in(repr(result)), f"{result.check} shows solution code: {result!r}"
     text = f"{result.message} {result.hint}".lower()
     for phrase in phrases:
         assert phrase.lower() in text, f"{phrase!r} not in: {result!r}"
@@ -139,7 +141,7 @@ class ResetBefore(GRUCell):
 
 
 def test_gru_reset_gate_on_the_sum_interleaved_and_the_paper_versions():
-    says(checks.check_gru_cell(ResetOnSum), "sum of the input and hidden parts", "add the input part outside")
+    says(checks.check_gru_cell(ResetOnSum), "sum of the input and hidden parts", "add the input part")
     says(checks.check_gru_cell(GRUInterleaved), "interleaved columns", "chunk(3, dim=-1)")
     result = checks.check_gru_cell(ResetBefore)
     says(result, "before the matrix product", "1406.1078v3", "first version", "cudnn")

@@ -20,6 +20,7 @@ from torch.func import functional_call
 import rnnlib
 import rnnlib.checks as checks
 from _learner import copy_of
+from test_checks import solution_code_in
 from rnnlib.solutions import exercise_7_1 as s71
 from rnnlib.solutions import exercise_7_2 as s72
 from rnnlib.solutions import exercise_7_3 as s73
@@ -36,6 +37,7 @@ masked_softmax, additive, dot = (copy_of(f) for f in (s75.masked_softmax, s75.ad
 
 def verdict(result, status, *phrases):
     assert result.status == status, repr(result)
+    assert not solution_code_in(repr(result)), f"{result.check} shows solution code: {result!r}"
     text = f"{result.message} {result.hint} {' '.join(result.details)}".lower()
     for phrase in phrases:
         assert phrase.lower() in text, f"{phrase!r} not in: {result!r}"
@@ -654,12 +656,12 @@ def loop_state_zeros(cell, x, state=None):
 
 def reverse_mask_no_device(x, lengths):
     T = x.size(1)
-    t = torch.arange(T).expand(x.size(0), T)
-    L = lengths[:, None]
-    source = torch.where(t < L, L - 1 - t, t)
+    pos = torch.arange(T).expand(x.size(0), T)
+    n = lengths[:, None]
+    index = torch.where(pos < n, n - 1 - pos, pos)
     if x.dim() == 3:
-        return torch.gather(x, 1, source[..., None].expand_as(x))
-    return torch.gather(x, 1, source)
+        return torch.gather(x, 1, index[..., None].expand_as(x))
+    return torch.gather(x, 1, index)
 
 
 def bidirectional_mask_float(forward_rnn, backward_rnn, x, lengths):

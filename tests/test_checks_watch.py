@@ -92,7 +92,26 @@ ROUTES = {  # name -> (call with the fixture's data, an operator or module that 
         "GRU"),
     "torch.lstm_cell inside a TorchScript function": (lambda d: _scripted_cell()(d["x"], d["h"], d["c"], *d["w"]),
                                                       "unsafe_split"),
+    "torch.lstm_cell in a worker thread": (lambda d: _in_thread(torch.lstm_cell, d["x"], (d["h"], d["c"]), *d["w"]),
+                                           "lstm_cell"),
+    "nn.GRU in a threading.Thread": (lambda d: _in_thread(nn.GRU(D, H, batch_first=True), d["seq"], pool=False), "GRU"),
 }
+
+
+def _in_thread(fn, *args, pool=True):
+    """Run ``fn`` in a thread started inside the check (a pool's worker, or a plain threading.Thread)."""
+    if pool:
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1) as executor:
+            return executor.submit(fn, *args).result()
+    import threading
+
+    out = []
+    thread = threading.Thread(target=lambda: out.append(fn(*args)))
+    thread.start()
+    thread.join()
+    return out[0]
 
 
 def _scripted_cell():
@@ -102,6 +121,7 @@ def _scripted_cell():
     return torch.jit.script(cell)
 
 
+@pytest.mark.filterwarnings("ignore:.*quantiz:UserWarning", "ignore:.*torch.jit.script:DeprecationWarning")
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_every_route_to_a_fused_operator_or_module_is_recorded(route, data):
     fn, expected = ROUTES[route]

@@ -25,13 +25,16 @@ of rnnlib's code is recorded once, by the name of the outermost function.
 
 What cannot be seen: code that removes these hooks on purpose (``sys.setprofile(None)`` or leaving the
 modes inside the learner's function), TorchScript or C++ extensions that call a fused operator whose CPU
-decomposition looks like ordinary code (``rnn_tanh``), and other threads.
+decomposition looks like ordinary code (``rnn_tanh``), and threads that were already running before the
+check started (on Python 3.11; from 3.12 the profile function is set in every thread). Threads started by
+the learner's code during the check are watched like the main thread.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional
@@ -328,14 +331,24 @@ def watching(allow: Iterable[Any] = (), count: Iterable[Any] = ()) -> Iterator[W
     for obj in count:
         watch._count[getattr(obj, "__code__", None) or id(obj)] = obj
     previous = sys.getprofile()
+    previous_threads = threading.getprofile()
+    # Threads started inside the block get the profile function too (and, where Python can, threads that
+    # already run), so a fused cell called from a worker thread is seen as a builtin call.
+    set_all = getattr(threading, "setprofile_all_threads", None)  # Python 3.12+
     functions, operators = _Functions(watch), _Operators(watch)
     try:
         with functions, operators:
             sys.setprofile(watch._profile)
+            threading.setprofile(watch._profile)
+            if set_all is not None:
+                set_all(watch._profile)
             try:
                 yield watch
             finally:
                 watch.tampered = sys.getprofile() != watch._profile
+                if set_all is not None:
+                    set_all(None)
+                threading.setprofile(previous_threads)
                 sys.setprofile(previous)
     finally:
         watch.calls = Counter({(k if isinstance(k, int) else id(watch._count[k])): v

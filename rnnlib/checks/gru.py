@@ -111,7 +111,8 @@ def _mistakes(x, h, p):
                   lambda: _reference(x, h, p, reset_after=False))
     yield Mistake("The reset gate multiplies the sum of the input and hidden parts, n = tanh(r * (x W_in^T + b_in + "
                   "h W_hn^T + b_hn)); it scales only the hidden part.",
-                  "Add the input part outside: n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn)).",
+                  "Only the hidden part (h W_hn^T + b_hn) is multiplied by r; add the input part x W_in^T + b_in "
+                  "outside that product.",
                   lambda: _step(x, h, p, reset_sum=True))
     yield Mistake("Your gates read interleaved columns of the (batch, 3H) projections (every third column, as "
                   ".view(batch, H, 3) gives); PyTorch stores r, z and n as three contiguous blocks of H columns.",

@@ -34,8 +34,8 @@ CASES = [(3, 5, 4), (1, 6, 2), (4, 2, 7)]  # (batch, input_size, hidden_size): a
 CELL_FROM_SCRATCH = ("The exercise asks you to write the step from its equations: one matrix product per weight "
                      "(x @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh), cut into the four gates, then "
                      "torch.sigmoid and torch.tanh; not PyTorch's LSTM, which computes the same thing for you.")
-LOOP_FROM_SCRATCH = ("Loop over the time steps yourself and call the cell you are given once per step, "
-                     "state = cell(x[:, t], state); PyTorch's fused LSTM layer is what this exercise rebuilds.")
+LOOP_FROM_SCRATCH = ("Loop over the time steps yourself and call the cell you are given once per step, with the "
+                     "state the previous step returned; PyTorch's fused LSTM layer is what this exercise rebuilds.")
 
 
 def _step(x, h, c, p, order=GATES, acts="sstS", cell_act=torch.tanh, biases=(True, True), use_h=True,
