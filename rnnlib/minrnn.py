@@ -216,7 +216,7 @@ class _MinRNNBase(nn.Module):
     def step(self, input: Tensor, hx: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         """One time step, for generation: ``input`` (N, input_size) or (input_size,), ``hx`` (num_layers, N, H)
         or None -> ``(output (N, H), h_n (num_layers, N, H))``. Equal to ``forward`` on a sequence of length 1,
-        and, step after step, to ``forward`` on the whole sequence."""
+        and, step after step, to ``forward`` on the whole sequence (in eval mode: ``step`` applies no dropout)."""
         if not isinstance(input, Tensor) or input.dim() not in (1, 2):
             got = tuple(input.shape) if isinstance(input, Tensor) else type(input).__name__
             raise ValueError(f"{type(self).__name__}.step expected one time step of shape (batch, {self.input_size}) "
@@ -252,7 +252,7 @@ class MinGRU(_MinRNNBase):
     def _coefficients(self, proj):
         k, c = proj.chunk(2, dim=-1)
         z = torch.sigmoid(k)
-        return torch.sigmoid(-k), z * g(c)                              # a = 1 - z (exactly, for large k), b = z g(c)
+        return torch.sigmoid(-k), z * g(c)                              # a = 1 - z as sigmoid(-k): no rounding to 0
 
     def _log_coefficients(self, proj):
         k, c = proj.chunk(2, dim=-1)
