@@ -26,7 +26,9 @@ attended to :math:`j > t` would read the characters it is asked to predict.
 
 References: Bahdanau, Cho & Bengio (2015) Neural machine translation by jointly learning to align and
 translate; Luong, Pham & Manning (2015) Effective approaches to attention-based neural machine translation;
-Vaswani et al. (2017) Attention is all you need.
+Vaswani et al. (2017) Attention is all you need; for ``Seq2Seq``: Sutskever, Vinyals & Le (2014) Sequence to
+sequence learning with neural networks; Bengio, Vinyals, Jaitly & Shazeer (2015) Scheduled sampling for
+sequence prediction with recurrent neural networks.
 """
 from __future__ import annotations
 
@@ -159,7 +161,7 @@ def make_attention(kind: Optional[str], query_size: int, key_size: int) -> Optio
 
 
 class Seq2Seq(nn.Module):
-    r"""An RNN encoder-decoder with (or without) attention, trained with teacher forcing.
+    r"""An RNN encoder-decoder with (or without) attention, trained with teacher forcing (by default).
 
     Encoder: a bidirectional layer over the real source tokens (padding never read first, see
     ``rnnlib.models.PaddedRNN``), giving :math:`h_j = [\overrightarrow{h}_j; \overleftarrow{h}_j]` of size
@@ -222,17 +224,32 @@ class Seq2Seq(nn.Module):
         c, weights = self._context(s, memory, summary, mask)
         return self.head(torch.cat([s, c], dim=-1)), state, c, weights
 
-    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor,
+                teacher_forcing: float = 1.0) -> tuple[Tensor, Optional[Tensor]]:
+        """Logits of every target position. Step 0 reads ``tgt_in[:, 0]`` (BOS); step t > 0 reads the true
+        previous token ``tgt_in[:, t]`` with probability ``teacher_forcing`` and otherwise the model's own
+        most likely token of step t - 1 (an arg max: no gradient flows through the choice). 1.0 is teacher
+        forcing, 0.0 is free running (the inputs of :meth:`greedy_decode`), values in between are scheduled
+        sampling (Bengio et al., 2015), drawn per example and step from PyTorch's global generator."""
         check_token_ids(tgt_in, self.tgt_vocab_size, "tgt_in")
         if tgt_in.size(0) != src.size(0):
             raise ValueError(f"src and tgt_in must have the same batch size, got {src.size(0)} and {tgt_in.size(0)}")
+        if not 0.0 <= teacher_forcing <= 1.0:
+            raise ValueError(f"teacher_forcing must be a probability in [0, 1], got {teacher_forcing}")
         memory, summary, mask = self.encode(src, src_lengths)
         state, c = self._start(memory, summary, mask)
         logits, weights = [], []
-        for t in range(tgt_in.size(1)):  # teacher forcing: the true previous token, not the predicted one
-            out, state, c, w = self._step(tgt_in[:, t], state, c, memory, summary, mask)
+        y = tgt_in[:, 0]  # (B,)
+        for t in range(tgt_in.size(1)):
+            out, state, c, w = self._step(y, state, c, memory, summary, mask)
             logits.append(out)
             weights.append(w)
+            if t + 1 < tgt_in.size(1):
+                y = tgt_in[:, t + 1]
+                if teacher_forcing < 1.0:
+                    own = out.detach().argmax(-1)  # (B,)
+                    y = own if teacher_forcing == 0.0 else torch.where(
+                        torch.rand(y.shape, device=y.device) < teacher_forcing, y, own)
         return torch.stack(logits, 1), (None if self.attention is None else torch.stack(weights, 1))
 
     @torch.no_grad()
@@ -275,7 +292,8 @@ class CausalAttentionLM(nn.Module):
 
     ``forward(x (B, T), state=None) -> (logits (B, T, V), state, weights (B, T, T))``; the attention
     covers the T positions of this call (a carried ``state`` brings the earlier text in through the
-    recurrence only). :meth:`generate` attends over every hidden state produced so far.
+    recurrence only). :meth:`generate` attends over every hidden state produced so far (or the last
+    ``window`` of them), reading each character once: see :meth:`read` and :class:`KVCache`.
 
     ``causal=False`` IS THE WRONG WAY, kept only to demonstrate the source chapter's mistake: position t
     then attends over the whole sequence, future included, so during training the logits for character
@@ -304,30 +322,124 @@ class CausalAttentionLM(nn.Module):
         return zero_state(self.cell, self.num_layers, batch_size, self.hidden_size,
                           device=device or self.head.weight.device, dtype=self.head.weight.dtype)
 
-    def _run(self, x: Tensor, state: Optional[State], memory: Optional[Tensor]):
-        """Like forward, with ``memory`` ``(B, P, H)`` the hidden states of P earlier positions to attend to."""
+    def forward(self, x: Tensor, state: Optional[State] = None) -> tuple[Tensor, State, Tensor]:
         check_token_ids(x, self.vocab_size)
         inputs = embed_tokens(x, self.embedding, self.vocab_size, self.head.weight.dtype)  # (B, T, D)
         h, state = self.rnn(inputs, state)  # (B, T, H)
-        keys = h if memory is None else torch.cat([memory, h], dim=1)  # (B, P + T, H)
-        mask = None
-        if self.causal:
-            P = keys.size(1) - h.size(1)
-            # Query i sits at position P + i: the rows P .. P + T - 1 of the full causal mask.
-            mask = causal_mask(keys.size(1), device=x.device)[P:].expand(x.size(0), -1, -1)  # (B, T, P + T)
-        c, weights = self.attention(h, keys, mask=mask)  # (B, T, H), (B, T, P + T)
-        return self.head(torch.cat([h, c], dim=-1)), state, weights, keys
+        mask = causal_mask(x.size(1), device=x.device).expand(x.size(0), -1, -1) if self.causal else None  # (B, T, T)
+        c, weights = self.attention(h, h, mask=mask)  # (B, T, H), (B, T, T)
+        return self.head(torch.cat([h, c], dim=-1)), state, weights
 
-    def forward(self, x: Tensor, state: Optional[State] = None) -> tuple[Tensor, State, Tensor]:
-        logits, state, weights, _ = self._run(x, state, None)
-        return logits, state, weights
+    class KVCache:
+        r"""What generation keeps between characters for B sequences: a key-value (KV) cache.
 
-    def _step(self, x: Tensor, cache):
-        state, memory = cache if cache is not None else (None, None)
-        logits, state, _, keys = self._run(x, state, memory)
-        return logits[:, -1], (state, keys)
+        * ``state``: the recurrent layer's state after the last character read;
+        * ``values`` ``(B, C, H)``: the hidden states :math:`h_j` of the positions read (the attention's values);
+        * ``keys`` ``(B, C, K)``: what a query is scored against, computed once per position: :math:`h_j`
+          itself for dot-product attention (then ``keys is values``, K = H, stored once), :math:`W_k h_j`
+          for additive attention (K = its attention size).
+
+        ``C`` rows are allocated at a time (growing by doubling as needed); ``length`` positions have been
+        read. With a ``window`` W, C = W and position j lives in row j mod W: older positions are
+        overwritten, so memory stays W rows whatever the length. ``nbytes`` is the memory of keys and values.
+        """
+
+        def __init__(self, values: Tensor, keys: Optional[Tensor], window: Optional[int]):
+            self.state: Optional[State] = None
+            self.values, self._keys, self.window, self.length = values, keys, window, 0
+
+        @property
+        def keys(self) -> Tensor:
+            return self.values if self._keys is None else self._keys
+
+        @property
+        def nbytes(self) -> int:
+            held = [self.values] + ([] if self._keys is None else [self._keys])
+            return sum(t.numel() * t.element_size() for t in held)
+
+        def append(self, values: Tensor, keys: Optional[Tensor]) -> None:
+            """Store the rows of ``n`` new positions: ``values`` ``(B, n, H)``, ``keys`` ``(B, n, K)`` or None."""
+            n, capacity = values.size(1), self.values.size(1)
+            if self.window is None and self.length + n > capacity:  # grow: amortized O(1) per position
+                grown = max(2 * capacity, self.length + n)
+                self.values = torch.cat([self.values, self.values.new_empty(
+                    self.values.size(0), grown - capacity, self.values.size(2))], 1)
+                if self._keys is not None:
+                    self._keys = torch.cat([self._keys, self._keys.new_empty(
+                        self._keys.size(0), grown - capacity, self._keys.size(2))], 1)
+                capacity = grown
+            kept = min(n, capacity)  # with a window, only the last W of a long prompt matter
+            rows = torch.arange(self.length + n - kept, self.length + n, device=values.device) % capacity
+            self.values[:, rows] = values[:, n - kept:]
+            if self._keys is not None:
+                self._keys[:, rows] = keys[:, n - kept:]
+            self.length += n
+
+        def filled(self) -> tuple[Tensor, Tensor]:
+            """``(keys (B, S, K), values (B, S, H))`` of the S = min(length, C) positions held."""
+            S = min(self.length, self.values.size(1))
+            return self.keys[:, :S], self.values[:, :S]
+
+    def _key(self, h: Tensor) -> Optional[Tensor]:
+        """What the cache keeps as keys for hidden states ``h`` ``(B, n, H)``: W_k h for additive attention,
+        None (the values themselves) for dot-product attention."""
+        return self.attention.W_k(h) if isinstance(self.attention, AdditiveAttention) else None
+
+    def _attend(self, h: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+        """Context ``(B, 1, H)`` of the query ``h`` ``(B, 1, H)`` over every cached position (all are in its
+        past, so no mask): the same scores as the attention module, with additive keys already projected."""
+        if isinstance(self.attention, AdditiveAttention):
+            att = self.attention
+            scores = att.v(torch.tanh(att.W_q(h)[:, :, None, :] + keys[:, None, :, :])).squeeze(-1)  # (B, 1, S)
+        else:
+            scores = self.attention.score(h, keys)  # (B, 1, S)
+        return torch.softmax(scores, dim=-1) @ values  # (B, 1, H)
+
+    def read(self, x: Tensor, cache: Optional["CausalAttentionLM.KVCache"] = None, window: Optional[int] = None,
+             capacity: Optional[int] = None) -> tuple[Tensor, "CausalAttentionLM.KVCache"]:
+        """Read the tokens ``x`` ``(B, n)`` after what ``cache`` holds; return the logits of the last position
+        ``(B, V)`` and the cache, which now holds these n positions too.
+
+        The recurrent layer reads the n tokens once, from the cached state; only the last position attends
+        (over at most ``window`` cached positions). A new cache (``cache=None``) allocates ``capacity`` rows
+        (default n). Its cost: O(n) layer steps plus one attention over the positions held, so reading one
+        character after a context of length S costs one layer step and O(S) attention, not forward's
+        S x S. Call it under ``torch.no_grad()``; the cache is for generation, not training.
+        """
+        check_token_ids(x, self.vocab_size)
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ValueError(f"window must be a positive int (how many positions to attend over) or None, got {window!r}")
+        inputs = embed_tokens(x, self.embedding, self.vocab_size, self.head.weight.dtype)  # (B, n, D)
+        h, state = self.rnn(inputs, None if cache is None else cache.state)  # (B, n, H)
+        keys = self._key(h)  # (B, n, K), or None: the values are the keys
+        if cache is None:
+            rows = window if window is not None else max(capacity or 0, x.size(1))
+            cache = self.KVCache(h.new_empty(x.size(0), rows, h.size(2)),
+                                 None if keys is None else keys.new_empty(x.size(0), rows, keys.size(2)), window)
+        elif cache.values.size(0) != x.size(0):
+            raise ValueError(f"the cache holds {cache.values.size(0)} sequences, x has {x.size(0)}")
+        cache.append(h, keys)
+        cache.state = state
+        c = self._attend(h[:, -1:], *cache.filled())  # (B, 1, H)
+        return self.head(torch.cat([h[:, -1:], c], dim=-1))[:, 0], cache  # (B, V)
 
     def generate(self, vocab, prompt: str, length: int, temperature: float = 1.0, top_k: Optional[int] = None,
-                 generator: Union[torch.Generator, int, None] = None) -> str:
-        """Like :meth:`rnnlib.models.CharLM.generate`, attending over all hidden states produced so far."""
-        return generate_text(self, self._step, vocab, prompt, length, self.vocab_size, temperature, top_k, generator)
+                 generator: Union[torch.Generator, int, None] = None, window: Optional[int] = None) -> str:
+        """Like :meth:`rnnlib.models.CharLM.generate`, attending over the hidden states produced so far.
+
+        Cost per generated character: one step of the recurrent layer plus attention over the cached keys
+        (:class:`KVCache`), so time and memory grow linearly with the context, where rereading the whole
+        text with :meth:`forward` would cost a T x T attention every character. The prompt is read once.
+        ``window`` (a number of positions) bounds both further: each character attends over the last
+        ``window`` positions only, and the cache holds only those; the text then differs from what
+        ``forward`` would give once the context is longer than the window. Without a window the cache holds
+        ``len(prompt) + length`` positions: that many times ``hidden_size`` numbers (twice that, about, for
+        additive attention, whose projected keys are cached too).
+        """
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ValueError(f"window must be a positive int (how many positions to attend over) or None, got {window!r}")
+
+        def step(x: Tensor, cache):
+            return self.read(x, cache, window=window, capacity=x.size(1) + length)
+
+        return generate_text(self, step, vocab, prompt, length, self.vocab_size, temperature, top_k, generator)

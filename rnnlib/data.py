@@ -10,7 +10,14 @@ Where a file comes from, in order:
    corrupted download never leaves a file that looks complete. ``RNNLIB_OFFLINE=1`` forbids this step
    (the tests set it: no test reaches the network).
 
-A file whose digest differs from the pinned one is refused with both digests in the message.
+A file whose digest differs from the pinned one is refused with both digests and its path in the message.
+Nothing the learner may have put somewhere is ever deleted: a cached file that fails its check is moved
+aside (``<file>.corrupt``, then ``.corrupt.1``, ... never over an earlier one) before a fresh download.
+Every error about a place names the environment variable that chose it (``RNNLIB_CACHE_DIR``,
+``RNNLIB_DATA_DIR``): a file or folder in the way, an unreadable file, an unwritable cache, an
+``RNNLIB_DATA_DIR`` that does not exist. Files are created with the usual permissions (``0o666`` minus
+the umask), so a shared cache works for everyone who shares it. An answer 4xx from the server (the file
+is not there) is not retried; 5xx answers, timeouts and dropped connections are.
 Run ``python -m rnnlib.data`` to fetch everything ahead of time (``make data`` does).
 """
 from __future__ import annotations
@@ -95,12 +102,34 @@ class ChecksumError(ValueError):
     """A data file's SHA-256 differs from the pinned digest."""
 
 
+class DataPathError(DownloadError):
+    """A data folder or file cannot be used where it is: in the way, missing, unreadable or unwritable."""
+
+
 def cache_dir() -> Path:
     """Where downloaded files are kept: ``RNNLIB_CACHE_DIR``, else the user cache folder."""
     if os.environ.get("RNNLIB_CACHE_DIR"):
         return Path(os.environ["RNNLIB_CACHE_DIR"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "rnnlib"
+
+
+def _cache_origin() -> str:
+    """How the cache folder was chosen, for error messages."""
+    if os.environ.get("RNNLIB_CACHE_DIR"):
+        return f"the cache folder, set by RNNLIB_CACHE_DIR={os.environ['RNNLIB_CACHE_DIR']}"
+    return "the default cache folder; set RNNLIB_CACHE_DIR to use another"
+
+
+def file_mode() -> int:
+    """The permissions a new ordinary file gets here: ``0o666`` minus the umask (``mkstemp`` would give 0o600)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:  # Linux: read without changing it
+            mask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 def sha256_of(path: Path) -> str:
@@ -111,13 +140,27 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verify(path: Path, expected: str, origin: str) -> None:
-    actual = sha256_of(path)
-    if actual != expected:
-        raise ChecksumError(
-            f"{path} ({origin}) has SHA-256 {actual}, expected {expected}. The file is corrupted or a "
-            "different version; delete it and fetch it again (or replace it with the original file)."
-        )
+def _digest(path: Path, origin: str) -> str:
+    """``sha256_of(path)``, or an error that says which file could not be read and which variable chose it."""
+    try:
+        return sha256_of(path)
+    except OSError as exc:
+        raise DataPathError(f"cannot read {path} ({origin}): {exc.strerror or exc}. Make it readable "
+                            "(chmod a+r), or move it away so it can be fetched again") from None
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename ``path`` to ``<path>.corrupt`` (or ``.corrupt.1``, ``.corrupt.2``, ...: never over an earlier one)."""
+    target, k = path.with_name(path.name + ".corrupt"), 0
+    while target.exists():
+        k += 1
+        target = path.with_name(f"{path.name}.corrupt.{k}")
+    try:
+        os.rename(path, target)
+    except OSError as exc:
+        raise DataPathError(f"{path} ({_cache_origin()}) fails its SHA-256 check and cannot be moved aside to "
+                            f"{target}: {exc.strerror or exc}. Move or delete it yourself") from None
+    return target
 
 
 def _download_to_temp(url: str, folder: Path, label: str, retries: int = 3, timeout: float = 30.0,
@@ -135,10 +178,17 @@ def _download_to_temp(url: str, folder: Path, label: str, retries: int = 3, time
             response = requests.get(url, stream=True, timeout=timeout)
             response.raise_for_status()
             return _stream_to_temp(response, folder, label)
-        except requests.RequestException as exc:
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status is not None and 400 <= status < 500 and status not in (408, 429):
+                # The server says the request itself is wrong (404: not there, 403: not allowed): asking again
+                # gives the same answer. 408 (timeout) and 429 (too many requests) are worth another try.
+                raise DownloadError(f"{exc} (not retried: the server answered {status})") from None
             last = exc
-            if attempt + 1 < retries:
-                time.sleep(backoff * 2**attempt)
+        except requests.RequestException as exc:  # connection errors, timeouts, dropped transfers
+            last = exc
+        if attempt + 1 < retries:
+            time.sleep(backoff * 2**attempt)
     raise DownloadError(f"{last} (after {retries} attempts)")
 
 
@@ -172,6 +222,7 @@ def _place(tmp: Path, target: Path, expected: str, origin: str) -> None:
                 "It was not saved. The server may have sent an error page or a different version: try again "
                 f"later, or download it by hand, check it, and place it at {target}."
             )
+        os.chmod(tmp, file_mode())  # mkstemp created it 0600; a data file is for everyone who shares the cache
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -224,9 +275,62 @@ def _offline_message(dataset: Dataset, folder: Path, reason: str) -> str:
               f"its files, so the cache was tried.\n" if local else "")
     return (
         f"Could not download the '{dataset.name}' data set from {dataset.url}: {reason}\n{looked}"
-        f"To work offline, download {dataset.url} by hand{inner} and place the file(s) at: {where}{more}\n"
+        f"To work offline, download {dataset.url} by hand{inner} and place the file(s) at: {where}{more} "
+        f"({_cache_origin()})\n"
         f"or set RNNLIB_DATA_DIR to a folder that holds {dataset.name}/<file> (checked against pinned SHA-256)."
     )
+
+
+def _from_data_dir(dataset: Dataset, value: str) -> Path | None:
+    """The data set's folder under ``RNNLIB_DATA_DIR`` (every file verified), or None if it holds none of it."""
+    root = Path(value).expanduser()
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataPathError(f"RNNLIB_DATA_DIR is set to {value}, which {what}. Correct it (a folder that holds "
+                            f"{dataset.name}/<file>), or unset it to use the cache ({cache_dir()}) and the network")
+    folder = root / dataset.name
+    present = [f for f in dataset.files if os.path.lexists(folder / f)]
+    if not present:
+        return None
+    if len(present) < len(dataset.files):
+        missing = sorted(set(dataset.files) - set(present))
+        raise DataPathError(f"RNNLIB_DATA_DIR={value} has only some files of '{dataset.name}': missing {missing}")
+    for f, expected in dataset.files.items():
+        path, origin = folder / f, f"in RNNLIB_DATA_DIR={value}"
+        if not path.is_file():
+            raise DataPathError(f"{path} ({origin}) is not a file (a folder or a broken link is in the way); "
+                                f"put the file {f} of '{dataset.name}' there")
+        actual = _digest(path, origin)
+        if actual != expected:
+            raise ChecksumError(
+                f"{path} ({origin}) has SHA-256 {actual}, expected {expected}. The file is damaged or a different "
+                f"version: replace it with the original from {dataset.url}, or unset RNNLIB_DATA_DIR to download "
+                "it into the cache. (Files under RNNLIB_DATA_DIR are yours: rnnlib never moves or deletes them.)"
+            )
+    return folder
+
+
+def _check_cache(dataset: Dataset, folder: Path) -> tuple[list[str], list[str]]:
+    """``(missing files, notes)`` of the cache folder; a cached file that fails its check is moved aside."""
+    for place in (folder.parent, folder):
+        if os.path.lexists(place) and not place.is_dir():
+            raise DataPathError(f"{place} is a file, where {_cache_origin()} needs a folder: move it away, or "
+                                "set RNNLIB_CACHE_DIR to another folder")
+    missing, notes = [], []
+    for f, expected in dataset.files.items():
+        path = folder / f
+        if os.path.lexists(path) and not path.is_file():
+            raise DataPathError(f"{path} is not a file (a folder or a broken link is in the way) in "
+                                f"{_cache_origin()}: move it away so the data file can be stored there")
+        if path.is_file():
+            actual = _digest(path, _cache_origin())
+            if actual == expected:
+                continue
+            moved = _move_aside(path)
+            notes.append(f"{path} failed its SHA-256 check (it has {actual}, expected {expected}): it is damaged or "
+                         f"a different version, so it was moved aside to {moved} (not deleted)")
+        missing.append(f)
+    return missing, notes
 
 
 def fetch(name: str) -> Path:
@@ -237,36 +341,35 @@ def fetch(name: str) -> Path:
 
     local = os.environ.get("RNNLIB_DATA_DIR")
     if local:
-        folder = Path(local).expanduser() / name
-        present = [f for f in dataset.files if (folder / f).is_file()]
-        if present and len(present) < len(dataset.files):
-            missing = sorted(set(dataset.files) - set(present))
-            raise DownloadError(f"RNNLIB_DATA_DIR={local} has only some files of '{name}': missing {missing}")
-        if present:
-            for f, digest in dataset.files.items():
-                _verify(folder / f, digest, "RNNLIB_DATA_DIR")
+        folder = _from_data_dir(dataset, local)
+        if folder is not None:
             return folder
 
-    folder = cache_dir() / name
-    missing = []
-    for f, digest in dataset.files.items():
-        path = folder / f
-        if path.is_file():
-            try:
-                _verify(path, digest, "cache")
-                continue
-            except ChecksumError:
-                path.unlink()  # a stale or damaged cache entry: fetch it again
-        missing.append(f)
-    if not missing:
-        return folder
+    import requests
 
-    if os.environ.get("RNNLIB_OFFLINE", "0").strip().lower() not in ("", "0", "false", "no", "off"):
-        raise DownloadError(_offline_message(dataset, folder, "RNNLIB_OFFLINE is set, so the network is not used."))
+    folder = cache_dir() / name
     try:
-        _download(dataset, folder)
-    except DownloadError as exc:
-        raise DownloadError(_offline_message(dataset, folder, str(exc))) from None
+        missing, notes = _check_cache(dataset, folder)
+        if not missing:
+            return folder
+        if os.environ.get("RNNLIB_OFFLINE", "0").strip().lower() not in ("", "0", "false", "no", "off"):
+            reason = "RNNLIB_OFFLINE is set, so the network is not used."
+            raise DownloadError(_offline_message(dataset, folder, " ".join(notes + [reason])))
+        folder.mkdir(parents=True, exist_ok=True)  # an unwritable cache fails here, before a download
+        try:
+            _download(dataset, folder)
+        except DataPathError:
+            raise
+        except DownloadError as exc:
+            raise DownloadError(_offline_message(dataset, folder, " ".join(notes + [str(exc)]))) from None
+    except OSError as exc:
+        if isinstance(exc, requests.RequestException):
+            raise
+        raise DataPathError(f"cannot use {folder} ({_cache_origin()}): {exc.strerror or exc} "
+                            f"({exc.filename or folder}). Make it writable, or set RNNLIB_CACHE_DIR to a folder you "
+                            "can write to (or RNNLIB_DATA_DIR to one that holds the files)") from None
+    for note in notes:
+        print(f"{note}; downloaded again.", file=sys.stderr)
     return folder
 
 

@@ -29,15 +29,30 @@ and keeps its own rows. That is simple and exact for random windows of one long 
 separate examples would give each rank a disjoint share with ``torch.utils.data.DistributedSampler``.
 Only rank 0 prints, evaluates and saves.
 
+When something goes wrong, every rank stops together, with a non-zero exit and nothing saved:
+
+* every argument (and that rank 0 can write the ``--save`` file) is checked before training starts;
+* every step, each rank's loss is checked and the verdicts are combined with an all-reduce, before the
+  backward pass: one rank's non-finite loss stops all of them (a NaN would otherwise reach every
+  replica through the averaged gradients); the averaged gradient norm, the same on every rank, is
+  checked before the optimizer step;
+* the process group has a timeout (``--timeout``, 5 minutes by default, instead of torch's 30): a rank
+  that is stuck or gone makes the others fail after that long with a message, not wait. It must exceed
+  the longest time one rank works alone (rank 0's validation and save at the end).
+
 References: S. Li et al., "PyTorch distributed: experiences on accelerating data parallel training",
 VLDB 2020. PyTorch documentation: ``DistributedDataParallel``, ``torchrun``.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -46,12 +61,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .checkpoint import atomic_save
 from .config import set_seed
 from .models import CharLM
 from .text import Vocab, random_batches, train_val_split
 from .train import count_parameters, evaluate_lm
 
-__all__ = ["Options", "parse_args", "shard", "pick_backend", "train", "main"]
+__all__ = ["Options", "parse_args", "check_options", "shard", "pick_backend", "train", "main"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -76,6 +92,7 @@ class Options:
     log_every: int = 50         # rank 0 prints the loss every this many steps
     save: str = ""              # rank 0 saves {"model", "options", "vocab", ...} here when done ("" = no)
     backend: str = ""           # "gloo" or "nccl"; "" = nccl if there is a GPU per process, gloo (CPU) otherwise
+    timeout: float = 300.0      # seconds a rank waits for the others in a collective operation before failing
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -104,7 +121,53 @@ def parse_args(argv: list[str] | None = None) -> Options:
     add("--save", default=d.save, help="rank 0 saves the weights and a summary here ('': do not save)")
     add("--backend", choices=("", "gloo", "nccl"), default=d.backend,
         help="'' picks nccl (cuda:LOCAL_RANK) if there is a GPU per process, gloo on the CPU otherwise")
-    return Options(**vars(parser.parse_args(argv)))
+    add("--timeout", type=float, default=d.timeout,
+        help="seconds a process waits for the others before failing (a stuck or dead process)")
+    opts = Options(**vars(parser.parse_args(argv)))
+    problems = check_options(opts, world_size=int(os.environ.get("WORLD_SIZE", 1)))
+    if problems:
+        parser.error("; ".join(problems))
+    return opts
+
+
+def check_options(opts: Options, world_size: int = 1) -> list[str]:
+    """What is wrong with ``opts`` for ``world_size`` processes, as messages (empty if nothing is)."""
+    problems = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    for name in ("steps", "val_chars", "seed", "embedding_dim"):
+        need(getattr(opts, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(opts, name)}")
+    for name in ("batch_size", "seq_len", "hidden_size", "log_every"):
+        need(getattr(opts, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(opts, name)}")
+    need(math.isfinite(opts.lr) and opts.lr > 0, f"--lr must be a positive number, got {opts.lr}")
+    need(math.isfinite(opts.clip_norm) and opts.clip_norm >= 0, f"--clip-norm must be >= 0 (0: off), got {opts.clip_norm}")
+    need(math.isfinite(opts.timeout) and opts.timeout > 0, f"--timeout must be a positive number of seconds, got {opts.timeout}")
+    need(opts.batch_size % world_size == 0,
+         f"--batch-size {opts.batch_size} does not split evenly over {world_size} processes; choose a multiple of "
+         "--nproc_per_node (unequal shards would weight rows unequally)")
+    need(opts.data == "shakespeare" or Path(opts.data).is_file(),
+         f"--data must be 'shakespeare' or the path of a text file; {opts.data} is not a file")
+    return problems
+
+
+def _save_problem(save: str) -> str:
+    """Why rank 0 could not write ``save`` at the end ("" if it can): checked before training, not after."""
+    if not save:
+        return ""
+    path = Path(save)
+    if path.is_dir():
+        return f"--save {save} is a folder; give the path of a file in it"
+    if not path.parent.is_dir():
+        return f"--save {save}: the folder {path.parent} does not exist; create it first"
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        return f"--save {save}: cannot write in {path.parent} ({exc.strerror or exc})"
+    return ""
 
 
 def shard(batch: tuple[Tensor, Tensor], rank: int, world_size: int) -> tuple[Tensor, Tensor]:
@@ -138,7 +201,11 @@ def train(opts: Options, rank: int = 0, world_size: int = 1, device: torch.devic
     Returns the trained model (unwrapped) and a summary dict with the losses logged, the validation
     loss (rank 0) and timings.
     """
+    problems = check_options(opts, world_size)
+    if problems:
+        raise ValueError("; ".join(problems))
     device = device or torch.device("cpu")
+    _agree(_save_problem(opts.save) if rank == 0 else "", world_size, device, "rank 0 cannot save (see its message)")
     dtype = _DTYPES[opts.dtype]
     text = _load_text(opts.data)
     vocab = Vocab.from_text(text)
@@ -170,10 +237,13 @@ def train(opts: Options, rank: int = 0, world_size: int = 1, device: torch.devic
         optimizer.zero_grad(set_to_none=True)
         logits, _ = net(X)  # (B / N, T, V)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), Y.reshape(-1))  # mean over this shard
+        _check_finite_everywhere(loss, step, rank, world_size)  # before DDP spreads a NaN to every rank
         loss.backward()  # DDP averages the gradients over all ranks here
-        if opts.clip_norm > 0:
-            # The gradients are already identical on every rank, so the clipped ones are too.
-            nn.utils.clip_grad_norm_(model.parameters(), opts.clip_norm)
+        # The gradients are identical on every rank, so the norm, its check and the clipped ones are too.
+        norm = nn.utils.clip_grad_norm_(model.parameters(), opts.clip_norm if opts.clip_norm > 0 else math.inf)
+        if not math.isfinite(float(norm)):
+            raise FloatingPointError(f"the gradient norm is {float(norm)} at step {step}; nothing was applied or "
+                                     "saved. Lower --lr" + ("" if opts.clip_norm > 0 else " or set --clip-norm 1"))
         optimizer.step()
         if step % opts.log_every == 0 or step == opts.steps:
             value = loss.detach().clone()
@@ -190,10 +260,34 @@ def train(opts: Options, rank: int = 0, world_size: int = 1, device: torch.devic
         summary["val_loss"] = evaluate_lm(model, val_ids[: opts.val_chars].to(device))
         say(f"validation loss {summary['val_loss']:.4f} nats/char on {min(opts.val_chars, len(val_ids)):,} characters")
     if rank == 0 and opts.save:
-        torch.save({"model": model.state_dict(), "options": asdict(opts), "vocab": vocab.itos, "summary": summary},
-                   opts.save)
+        atomic_save({"model": model.state_dict(), "options": asdict(opts), "vocab": vocab.itos, "summary": summary},
+                    Path(opts.save))
         say(f"saved to {opts.save}")
     return model, summary
+
+
+def _agree(problem: str, world_size: int, device: torch.device, others_say: str) -> None:
+    """Raise ``ValueError(problem)`` on this rank, and on every other rank too if any rank has a problem."""
+    if world_size > 1:
+        flag = torch.tensor([1.0 if problem else 0.0], device=device)
+        dist.all_reduce(flag)
+        if float(flag) > 0 and not problem:
+            problem = others_say
+    if problem:
+        raise ValueError(problem)
+
+
+def _check_finite_everywhere(loss: Tensor, step: int, rank: int, world_size: int) -> None:
+    """Stop every rank if the loss is not finite on any of them (one all-reduce of one flag per rank)."""
+    bad = torch.zeros(world_size, device=loss.device)
+    bad[rank] = float(not torch.isfinite(loss.detach()))
+    if world_size > 1:
+        dist.all_reduce(bad)
+    if bool(bad.any()):
+        ranks = [r for r in range(world_size) if bad[r] > 0]
+        where = f" on rank {', '.join(map(str, ranks))}" if world_size > 1 else ""
+        raise FloatingPointError(f"the loss is not finite at step {step}{where}; every process stops, nothing is "
+                                 "saved. Lower --lr, or check the data")
 
 
 def pick_backend(requested: str, world_size: int, local_rank: int,
@@ -220,9 +314,13 @@ def pick_backend(requested: str, world_size: int, local_rank: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    opts = parse_args(argv)
+    opts = parse_args(argv)  # checks every argument: a bad one exits with status 2 and a message
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        train(opts)  # not started by torchrun: one process, no process group
+        try:
+            train(opts)  # not started by torchrun: one process, no process group
+        except (FloatingPointError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         return 0
     # GPUs are per machine, so compare them with the processes on this machine (torchrun sets
     # LOCAL_WORLD_SIZE; on one machine it equals WORLD_SIZE).
@@ -233,10 +331,22 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.set_device(device)
     if int(os.environ["RANK"]) == 0:
         print(f"using {why}", flush=True)
-    dist.init_process_group(backend=backend)  # reads RANK, WORLD_SIZE, MASTER_ADDR/PORT set by torchrun
+    # Reads RANK, WORLD_SIZE, MASTER_ADDR/PORT set by torchrun; the timeout bounds every collective operation.
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=opts.timeout))
+    rank = dist.get_rank()
     try:
-        train(opts, rank=dist.get_rank(), world_size=dist.get_world_size(), device=device)
+        train(opts, rank=rank, world_size=dist.get_world_size(), device=device)
         dist.barrier()  # let rank 0 finish evaluating and saving before the group goes away
+    except (FloatingPointError, ValueError) as exc:
+        print(f"rank {rank}: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except RuntimeError as exc:  # gloo and nccl report a timeout or a lost peer as a (Dist)RuntimeError
+        if not isinstance(exc, dist.DistError) and "timed out" not in str(exc).lower():
+            raise
+        print(f"rank {rank}: error: waiting for the other processes failed ({str(exc).splitlines()[0][:200]}). "
+              f"One of them is stuck (the wait is limited to --timeout {opts.timeout:g} s) or has stopped: see its "
+              "messages above", file=sys.stderr, flush=True)
+        return 1
     finally:
         dist.destroy_process_group()
     return 0

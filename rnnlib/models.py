@@ -188,10 +188,18 @@ def _as_generator(generator: Union[torch.Generator, int, None]) -> Optional[torc
     raise TypeError(f"generator must be a torch.Generator, an int seed or None, got {type(generator).__name__}")
 
 
-def _check_sampling(temperature: float, top_k: Optional[int]) -> None:
+def _check_sampling(temperature: float, top_k: Optional[int], dtype: Optional[torch.dtype] = None) -> None:
+    """Refuse a temperature that is not a finite number >= 0, or (for logits of ``dtype``) a subnormal one."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or math.isnan(temperature) \
             or temperature < 0:
         raise ValueError(f"temperature must be a number >= 0 (0 means greedy), got {temperature!r}")
+    if math.isinf(temperature):
+        raise ValueError("temperature must be finite: at inf every character is equally likely, whatever the model "
+                         "says. Use e.g. 1.0 (the model as it is), more to flatten it, or 0 for greedy decoding")
+    if dtype is not None and 0 < temperature < torch.finfo(dtype).tiny:
+        raise ValueError(f"temperature {temperature!r} is below the smallest normal {dtype} number "
+                         f"({torch.finfo(dtype).tiny:.3g}), so logits / temperature cannot be computed; "
+                         "use temperature=0 for greedy decoding (what a tiny temperature approaches)")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be a positive int or None, got {top_k!r}")
 
@@ -203,10 +211,17 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: Optional[int] =
     ``logits`` is ``(B, V)``; returns ``(B,)`` ids. ``temperature=0`` means greedy (the arg max).
     ``generator`` is a ``torch.Generator``, an int seed, or ``None`` for PyTorch's global generator.
     """
-    _check_sampling(temperature, top_k)
+    _check_sampling(temperature, top_k, logits.dtype)
+    if bool(torch.isnan(logits).any() | torch.isposinf(logits).any()):
+        raise ValueError("the model's logits hold NaN or +inf, so there is nothing to sample from: its weights "
+                         "are broken (a diverged training run?)")
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits / temperature
+    scaled = logits / temperature
+    if bool((torch.isinf(scaled) & torch.isfinite(logits)).any()):  # a tiny temperature overflowed:
+        # divide the gaps to the largest logit instead (all <= 0, so they cannot overflow upwards)
+        scaled = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
+    logits = scaled
     if top_k is not None and top_k < logits.size(-1):
         kth_largest = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth_largest, float("-inf"))
@@ -238,7 +253,7 @@ def generate_text(model: nn.Module, step: StepFn, vocab, prompt: str, length: in
     if len(vocab) != vocab_size:
         raise ValueError(f"the vocabulary has {len(vocab)} tokens but the model was built for {vocab_size}")
     ids = vocab.encode(prompt)  # a clear ValueError for a character outside the vocabulary
-    _check_sampling(temperature, top_k)
+    _check_sampling(temperature, top_k, next(model.parameters()).dtype)
     generator = _as_generator(generator)
     device = next(model.parameters()).device
     was_training = model.training

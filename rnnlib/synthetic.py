@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import random
+import re
 
 import torch
 
@@ -124,6 +125,29 @@ def random_dates(n: int, seed: int = 0, start_year: int = 1950, end_year: int = 
         fmt = rng.choice(_DATE_FORMATS)
         pairs.append((fmt(day), day.isoformat()))
     return pairs
+
+
+_MONTH_WORD = re.compile(r"\b(?:" + "|".join(m[:3] for m in _MONTHS) + r")[a-z]*", re.IGNORECASE)
+
+
+def date_fields(human: str) -> dict[str, tuple[int, int]]:
+    """Where the year, month and day of a date written by :func:`random_dates` sit in it.
+
+    Returns ``{"year": (start, end), "month": (start, end), "day": (start, end)}``, character spans as in
+    ``human[start:end]``: the month as a number or a (possibly abbreviated) name, the day's digits without
+    an ordinal suffix. ``date_fields("the 3rd of March 1994")`` is
+    ``{"year": (17, 21), "month": (11, 16), "day": (4, 5)}``.
+    """
+    numeric = re.fullmatch(r"(\d\d)\.(\d\d)\.(\d{4})|(\d{4})/(\d\d)/(\d\d)", human)
+    if numeric:
+        groups = ("day", "month", "year") if numeric.group(1) else (None, None, None, "year", "month", "day")
+        return {name: numeric.span(k) for k, name in enumerate(groups, start=1) if name}
+    year = re.search(r"\d{4}", human)
+    month = _MONTH_WORD.search(human)
+    day = re.search(r"(?<!\d)\d{1,2}(?!\d)", human)
+    if not (year and month and day):
+        raise ValueError(f"not a date in one of the formats of random_dates: {human!r}")
+    return {"year": year.span(), "month": month.span(), "day": day.span()}
 
 
 def date_vocabs() -> tuple[Vocab, Vocab]:

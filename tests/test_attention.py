@@ -280,6 +280,45 @@ def test_seq2seq_greedy_decode_stops_after_eos():
     assert tokens.tolist() == [[EOS]] * 3 and weights.shape == (3, 1, src.size(1))
 
 
+@pytest.mark.parametrize("attention", ["additive", None])
+def test_seq2seq_free_running_reads_its_own_greedy_predictions(attention):
+    torch.manual_seed(0)
+    model = Seq2Seq(11, 13, hidden_size=8, embedding_dim=4, attention=attention).double().eval()
+    src, lengths, tgt_in, _ = _reversal_batch(5, _gen())
+    logits, _ = model(src, lengths, tgt_in, teacher_forcing=0.0)
+    # Free running feeds back the arg max, exactly as greedy decoding does (up to each row's first EOS).
+    tokens, _ = model.greedy_decode(src, lengths, max_len=tgt_in.size(1), bos_id=BOS, eos_id=EOS)
+    own = logits.argmax(-1)
+    for b in range(5):
+        row = own[b].tolist()
+        n = row.index(EOS) + 1 if EOS in row else len(row)
+        assert tokens[b, :n].tolist() == row[:n]
+    # Only the first input (BOS) is read: the rest of tgt_in cannot change the logits.
+    scrambled = torch.cat([tgt_in[:, :1], torch.randint(3, 13, tgt_in[:, 1:].shape, generator=_gen(5))], 1)
+    assert torch.equal(model(src, lengths, scrambled, teacher_forcing=0.0)[0], logits)
+    # With teacher forcing the same scrambling changes the logits after the first step, and only those.
+    forced, scrambled_forced = model(src, lengths, tgt_in)[0], model(src, lengths, scrambled)[0]
+    assert torch.equal(forced[:, 0], scrambled_forced[:, 0]) and not torch.allclose(forced, scrambled_forced)
+
+
+def test_seq2seq_scheduled_sampling_mixes_true_and_own_tokens():
+    torch.manual_seed(0)
+    model = Seq2Seq(11, 13, hidden_size=8, embedding_dim=4, attention=None).double()
+    src, lengths, tgt_in, _ = _reversal_batch(64, _gen())
+    forced = model(src, lengths, tgt_in, teacher_forcing=1.0)[0]
+    free = model(src, lengths, tgt_in, teacher_forcing=0.0)[0]
+    torch.manual_seed(1)
+    mixed = model(src, lengths, tgt_in, teacher_forcing=0.5)[0]
+    like_forced = torch.isclose(mixed, forced).all(-1)[:, 1:]  # (B, T - 1) steps whose logits match each extreme
+    like_free = torch.isclose(mixed, free).all(-1)[:, 1:]
+    assert like_forced.any() and like_free.any() and not like_forced.all() and not like_free.all()
+    torch.manual_seed(1)
+    assert torch.equal(model(src, lengths, tgt_in, teacher_forcing=0.5)[0], mixed)  # reproducible from the seed
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="teacher_forcing"):
+            model(src, lengths, tgt_in, teacher_forcing=bad)
+
+
 @pytest.fixture
 def one_thread():
     """Tiny tensors gain nothing from intra-op threads, and on a busy machine the threads' waiting made

@@ -5,8 +5,8 @@ import re
 import pytest
 import torch
 
-from rnnlib.synthetic import (ADDING_BASELINE_MSE, adding_problem, date_vocabs, encode_dates, random_dates,
-                              sine_wave, sliding_windows)
+from rnnlib.synthetic import (ADDING_BASELINE_MSE, adding_problem, date_fields, date_vocabs, encode_dates,
+                              random_dates, sine_wave, sliding_windows)
 
 
 def test_adding_problem_baseline_is_one_sixth():
@@ -62,6 +62,23 @@ def test_date_pairs_parse_and_agree():
         assert _parse(human) == dt.date.fromisoformat(iso), human
         src.encode(human), tgt.encode(iso)  # every character is in the fixed vocabularies
     assert len({h for h, _ in pairs}) > 2900 and len({len(h) for h, _ in pairs}) > 10
+
+
+def test_date_fields_locate_year_month_and_day():
+    full_names = [m.lower() for m in ["January", "February", "March", "April", "May", "June", "July", "August",
+                                      "September", "October", "November", "December"]]
+    for human, iso in random_dates(3000, seed=2):
+        date = dt.date.fromisoformat(iso)
+        fields = {name: human[start:end] for name, (start, end) in date_fields(human).items()}
+        assert fields["year"] == f"{date.year}", human
+        assert fields["day"].isdigit() and int(fields["day"]) == date.day, human
+        month = fields["month"].lower()
+        assert (int(month) == date.month) if month.isdigit() else month in (
+            full_names[date.month - 1], full_names[date.month - 1][:3]), human
+    assert date_fields("the 3rd of March 1994") == {"year": (17, 21), "month": (11, 16), "day": (4, 5)}
+    assert date_fields("1994/03/08") == {"year": (0, 4), "month": (5, 7), "day": (8, 10)}
+    with pytest.raises(ValueError, match="not a date"):
+        date_fields("tomorrow")
 
 
 def test_encode_dates_teacher_forcing_layout():
