@@ -9,17 +9,20 @@ STAMP  := $(VENV)/.installed
 JB     := $(VENV)/bin/jupyter-book
 NBMAKE := --nbmake --nbmake-kernel=python3 --nbmake-timeout=600 -p no:cacheprovider
 
-.PHONY: help venv data test test-unit test-notebooks test-book book book-quick nb clean assets browser
+.PHONY: help venv data test test-unit test-notebooks test-book book book-quick pdf pdf-quick nb clean assets browser tex
 
 help:
 	@echo "make book        build the HTML book in full mode (executes every notebook; cached between runs)"
 	@echo "make test        unit tests, every notebook in quick mode, the quick book build and its checks"
 	@echo "make book-quick  build the book in quick mode (minutes; numbers are not meaningful)"
+	@echo "make pdf         the book as one PDF, from the execution cache of make book (installs TeX if it can)"
+	@echo "make pdf-quick   the quick-mode PDF, from the cache of make book-quick (what the tests check)"
 	@echo "make nb NB=chapters/7-1-foundations.ipynb   execute one notebook in quick mode, as the tests do"
 	@echo "make data        download and verify the data sets into the cache (or check RNNLIB_DATA_DIR)"
-	@echo "make test-book   the quick book build, then its checks: HTML, browser, cache, Colab path (tests/reader)"
+	@echo "make test-book   the quick book build, then its checks: HTML, browser, accessibility, cache, Colab path, PDF"
 	@echo "make assets      fetch MathJax, require.js and the widget manager (npm registry) into $(ASSETS)"
 	@echo "make browser     install Debian's chromium for the browser tests, if missing (needs root)"
+	@echo "make tex         install the Debian TeX packages that make pdf needs, if missing (needs root)"
 	@echo "make clean       remove build outputs (keeps .venv and the data cache)"
 
 $(STAMP): requirements.txt pyproject.toml
@@ -66,10 +69,27 @@ _book: $(STAMP) assets
 	RNNLIB_QUICK=$(QUICK) RNNLIB_RESULTS_DIR=$(CURDIR)/_build/$(MODE)/results \
 	  $(JB) build . --path-output _build/$(MODE) -W -n --keep-going
 
+# The book as one PDF: Jupyter Book's LaTeX builder (xelatex, _config.yml), reading the executed notebooks
+# from the same cache as the HTML build of the same mode, so a PDF after `make book` executes nothing.
+pdf: data tex
+	$(MAKE) _pdf MODE=full QUICK=0
+	@echo "The PDF is at $(CURDIR)/_build/full/_build/latex/book.pdf"
+
+pdf-quick: data tex
+	$(MAKE) _pdf MODE=quick QUICK=1
+	@echo "The PDF is at $(CURDIR)/_build/quick/_build/latex/book.pdf"
+
+_pdf: $(STAMP) assets
+	@for tool in $(TEX_TOOLS); do command -v $$tool >/dev/null 2>&1 || \
+	  { echo "make pdf needs $$tool; install the Debian packages: apt-get install $(TEX_PACKAGES)"; exit 1; }; done
+	RNNLIB_QUICK=$(QUICK) RNNLIB_RESULTS_DIR=$(CURDIR)/_build/$(MODE)/results \
+	  $(JB) build . --builder pdflatex --path-output _build/$(MODE) -W -n --keep-going
+
 # The book as a reader gets it (tests/reader): static checks of the HTML, headless chromium on every
-# page, the execution cache, a notebook re-run in one kernel, and the Colab install path in a fresh venv.
+# page (and axe-core's accessibility rules, light and dark), the execution cache, a notebook re-run in
+# one kernel, the Colab install path in a fresh venv, and the quick-mode PDF (tests/reader/test_pdf.py).
 # They run right after the quick build they check, so they never see a stale or missing build.
-test-book: book-quick browser
+test-book: book-quick browser tex
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 RNNLIB_QUICK=1 RNNLIB_OFFLINE=1 \
 	  $(PY) -m pytest tests/reader -q -p no:cacheprovider --durations=5
 
@@ -94,6 +114,28 @@ browser:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null) \
 	    || echo "could not install chromium: the browser tests will be skipped"; \
+	fi
+
+# TeX for `make pdf` and its test: xelatex with its fonts, latexmk, rsvg-convert (SVG figures to PDF) and
+# poppler's pdftotext/pdfimages/pdftoppm (the test reads the PDF with them). Installed like chromium.
+TEX_PACKAGES := latexmk texlive-xetex texlive-latex-extra texlive-fonts-recommended texlive-plain-generic \
+  lmodern fonts-freefont-otf librsvg2-bin poppler-utils
+TEX_TOOLS := xelatex latexmk rsvg-convert pdftotext pdfimages pdffonts pdftoppm
+# LaTeX packages the book's class and Sphinx load, one from each Debian package above that has no program
+TEX_FILES := fncychap.sty pgfplots.sty ucharclasses.sty lmodern.sty
+tex:
+	@missing=""; for tool in $(TEX_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if command -v kpsewhich >/dev/null 2>&1; then for file in $(TEX_FILES); do \
+	  [ -n "$$(kpsewhich $$file)" ] || missing="$$missing $$file"; done; fi; \
+	fc-list 2>/dev/null | grep -q FreeSerif || missing="$$missing FreeSerif"; \
+	if [ -z "$$missing" ]; then \
+	  echo "TeX for make pdf: $$(command -v xelatex)"; \
+	elif [ "$(SUDO)" = none ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "missing:$$missing; they cannot be installed here (apt-get needs root): make pdf will stop and the PDF test will be skipped. Install: apt-get install $(TEX_PACKAGES)"; \
+	else \
+	  echo "installing the TeX packages for make pdf (missing:$$missing; a few minutes)"; \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES) >/dev/null) \
+	    || echo "could not install the TeX packages: make pdf will stop and the PDF test will be skipped"; \
 	fi
 
 clean:

@@ -7,8 +7,8 @@ The model is the course's vanilla RNN with an output layer (row convention: a ba
     A_t = X_t W_{xh} + H_{t-1} W_{hh} + b_h, \qquad H_t = \tanh(A_t), \qquad O_t = H_t W_{hq} + b_q
 
 with ``X_t`` (B, D), ``H_t`` (B, H), ``W_xh`` (D, H), ``W_hh`` (H, H), ``b_h`` (H,), ``W_hq`` (H, Q),
-``b_q`` (Q,), for ``t = 1 .. T``. The loss is a sum of per-step losses,
-:math:`L = \sum_t \ell(O_t, Y_t)`, normalised like PyTorch's ``reduction="mean"``:
+``b_q`` (Q,), for ``t = 1 .. T``. The loss is the **mean** of the per-step losses over the steps and
+the batch (PyTorch's ``reduction="mean"``, and the course's convention throughout):
 
 * ``loss="cross_entropy"``: integer targets ``Y`` (T, B); :math:`L = \frac{1}{TB}\sum_{t,b} -\log
   \mathrm{softmax}(O_t)_{b, Y_{t,b}}`, so :math:`\partial L/\partial O_t = (\mathrm{softmax}(O_t) -

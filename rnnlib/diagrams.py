@@ -11,7 +11,7 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 
-from .plots import _figure_and_axes, new_figure
+from .plots import BLUE, VERMILLION, _figure_and_axes, new_figure
 
 
 def plot_lstm_cell(title: str = "Inside an LSTM cell", ax=None) -> Figure:
@@ -59,7 +59,7 @@ def plot_lstm_cell(title: str = "Inside an LSTM cell", ax=None) -> Figure:
     gate_color, cand_color = "#fdd9a8", "#bfdcf2"
 
     # Cell-state path along the top: C_{t-1} -> x F_t -> + I_t * C~_t -> C_t.
-    arrow([(-0.4, y_cell), (10.6, y_cell)], lw=3.0, color="#1f5fa0")
+    arrow([(-0.4, y_cell), (10.6, y_cell)], lw=3.0, color=BLUE)
     label(-0.35, y_cell + 0.35, r"$C_{t-1}$", ha="left")
     label(10.6, y_cell + 0.35, r"$C_t$", ha="right")
     node(x_f, y_cell, r"$\times$")
@@ -141,7 +141,7 @@ def plot_timeline(
         top = max(top, level + 1)
         y = side * (0.8 + 1.05 * level)
         ax.plot([year, year], [0, y], color="0.65", linewidth=0.8, zorder=1)
-        ax.scatter([year], [0], s=30, color="tab:blue", zorder=2)
+        ax.scatter([year], [0], s=30, color=BLUE, zorder=2)
         text = f"{year:g}: {label}"
         ax.annotate(text, (year, y), ha="center", va="bottom" if side > 0 else "top", fontsize=8,
                     bbox=dict(boxstyle="round,pad=0.25", facecolor="white", edgecolor="0.7"))
@@ -177,7 +177,7 @@ def plot_unrolled_rnn(steps: int = 4, title: str = "An RNN folded (left) and unr
                                      connectionstyle=f"arc3,rad={rad}", shrinkA=0, shrinkB=0))
         if text:
             ax.text((p[0] + q[0]) / 2 + offset[0], (p[1] + q[1]) / 2 + offset[1], text, fontsize=9,
-                    ha="center", va="center", color="tab:red")
+                    ha="center", va="center", color=VERMILLION)
 
     # Folded: one cell and a loop on the hidden state.
     node(0, 0, "$X_t$", "x"); node(0, 1.4, "$H_t$", "h"); node(0, 2.8, "$O_t$", "o")
@@ -186,7 +186,7 @@ def plot_unrolled_rnn(steps: int = 4, title: str = "An RNN folded (left) and unr
     # the loop: out of the right side of H_t, round, and back in (one step later)
     ax.plot([0.40, 0.72, 0.72], [1.52, 1.52, 1.28], color="0.25", linewidth=1.1)
     arrow((0.72, 1.28), (0.40, 1.28))
-    ax.text(0.80, 1.4, "$W_{hh}$", fontsize=9, color="tab:red", va="center")
+    ax.text(0.80, 1.4, "$W_{hh}$", fontsize=9, color=VERMILLION, va="center")
     ax.text(1.55, 1.4, "=", fontsize=20, ha="center", va="center")
     # Unrolled: H_0, then one copy of the cell per time step.
     x0 = 2.4
@@ -242,7 +242,7 @@ def plot_deep_rnn_diagram(num_layers: int = 3, steps: int = 4, title: str = "A d
             color = layer_colors[min(layer - 1, len(layer_colors) - 1)]
             _diagram_box(ax, x, layer, f"$H^{{({layer})}}_{{{t}}}$", color)
             _diagram_arrow(ax, (x, layer - 1 + 0.3), (x, layer - 0.3),
-                           color="tab:red" if layer > 1 else "black")
+                           color=VERMILLION if layer > 1 else "black")
             if t < steps:
                 _diagram_arrow(ax, (x + 0.47, layer), (x + 1.5 - 0.47, layer))
         _diagram_box(ax, x, top, f"$O_{{{t}}}$", "#c7e9c0")
@@ -255,7 +255,7 @@ def plot_deep_rnn_diagram(num_layers: int = 3, steps: int = 4, title: str = "A d
     ax.text(0.45, top, "output", ha="right", va="center", fontsize=9)
     if num_layers > 1:
         ax.text(1.5 * steps + 0.55, 1.5, "red arrows:\nlayer to layer,\ndropout here", fontsize=8,
-                color="tab:red", va="center")
+                color=VERMILLION, va="center")
     ax.set_xlim(-0.6, 1.5 * steps + 1.6)
     ax.set_ylim(-0.5, top + 0.5)
     ax.set_axis_off()
@@ -299,16 +299,16 @@ def plot_bidirectional_diagram(steps: int = 4, highlight: int | None = None,
         _diagram_box(ax, xb, y_bwd, rf"$\overleftarrow{{H}}_{{{t}}}$", "#fcbba1", width=0.7, alpha=on(t, "bwd"))
         _diagram_box(ax, x, y_out, f"$O_{{{t}}}$", "#c7e9c0", alpha=on(t, "out"))
         _diagram_arrow(ax, (xf, y_in + 0.3), (xf, y_fwd - 0.3), alpha=on(t, "fwd"))
-        _diagram_arrow(ax, (x + 0.37, y_in + 0.3), (x + 0.37, y_bwd - 0.3), color="tab:red", alpha=on(t, "bwd"))
+        _diagram_arrow(ax, (x + 0.37, y_in + 0.3), (x + 0.37, y_bwd - 0.3), color=VERMILLION, alpha=on(t, "bwd"))
         _diagram_arrow(ax, (x - 0.37, y_fwd + 0.3), (x - 0.37, y_out - 0.3), alpha=min(on(t, "fwd"), on(t, "out")))
-        _diagram_arrow(ax, (xb, y_bwd + 0.3), (xb, y_out - 0.3), color="tab:red",
+        _diagram_arrow(ax, (xb, y_bwd + 0.3), (xb, y_out - 0.3), color=VERMILLION,
                        alpha=min(on(t, "bwd"), on(t, "out")))
         if t < steps:
             _diagram_arrow(ax, (xf + 0.37, y_fwd), (xf + 1.6 - 0.37, y_fwd), alpha=on(t + 1, "fwd"))
-            _diagram_arrow(ax, (xb + 1.6 - 0.37, y_bwd), (xb + 0.37, y_bwd), color="tab:red", alpha=on(t, "bwd"))
+            _diagram_arrow(ax, (xb + 1.6 - 0.37, y_bwd), (xb + 0.37, y_bwd), color=VERMILLION, alpha=on(t, "bwd"))
     ax.text(0.6, y_in, "input", ha="right", va="center", fontsize=9)
     ax.text(0.6, y_fwd, "forward", ha="right", va="center", fontsize=9)
-    ax.text(0.6, y_bwd, "backward", ha="right", va="center", fontsize=9, color="tab:red")
+    ax.text(0.6, y_bwd, "backward", ha="right", va="center", fontsize=9, color=VERMILLION)
     ax.text(0.6, y_out, "output", ha="right", va="center", fontsize=9)
     ax.set_xlim(-0.7, 1.6 * steps + 0.8)
     ax.set_ylim(-0.5, y_out + 0.5)
@@ -358,7 +358,7 @@ def plot_gru_cell(reset_after: bool = True, title: str | None = None, ax=None) -
         ax.plot([x], [y], "o", color="0.25", ms=3.5, zorder=2)
 
     gate, cand, lin = "#fdd9a8", "#bfdcf2", "#e0e0e0"    # the colours of plot_lstm_cell
-    state = {"color": "#1f5fa0", "lw": 3.0}
+    state = {"color": BLUE, "lw": 3.0}
     y_top, y_z, y_r, y_box, y_h, y_x = 6.2, 5.2, 4.5, 3.4, 2.0, 1.0
     x_z, x_r, x_plus, x_mz, x_one, x_mn = 2.8, 4.6, 8.6, 8.6, 9.6, 10.6
     x_mr, x_w = (7.3, 5.9) if reset_after else (5.6, 6.9)

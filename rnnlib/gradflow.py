@@ -20,8 +20,11 @@ with :math:`\phi' = 1 - H_t^2` for tanh and :math:`\mathbf{1}[A_t > 0]` for ReLU
 :math:`|\phi'| \le 1`, the product's norm is at most :math:`\|W_{hh}\|_2^{k}` after ``k`` steps: when the
 largest singular value (the spectral norm) is below one the gradient vanishes geometrically, and only an
 expanding :math:`W_{hh}` (with units that stay unsaturated, as ReLU allows) can make it explode. For an
-orthogonal matrix times :math:`\rho`, as :func:`recurrent_weight` builds, spectral norm and spectral
-radius are both :math:`\rho`.
+orthogonal matrix times :math:`\rho`, as :func:`recurrent_weight` builds by default, spectral norm and
+spectral radius are both :math:`\rho`. For a matrix that is not normal (:math:`W W^\top \ne W^\top W`)
+the spectral radius :math:`\rho(W_{hh})` (largest eigenvalue modulus) can lie far below the spectral norm;
+it then says how :math:`W_{hh}^k` behaves for very large ``k`` but bounds neither one step nor, once
+:math:`\mathrm{diag}(\phi')` mixes in, the rate itself (``recurrent_weight(..., kind="nonnormal")``).
 
 Everything here works with ``torch.nn.RNN/LSTM/GRU`` (one layer, one direction), their cells, and
 ``rnnlib``'s versions, which share the interface and parameter names.
@@ -293,29 +296,48 @@ def recurrent_weight(
     seed: int = 0,
     kind: str = "orthogonal",
     dtype: Optional[torch.dtype] = None,
+    shear: float = 2.0,
 ) -> Tensor:
-    """A random (H, H) recurrent matrix whose spectral radius (the largest eigenvalue modulus) is ``spectral_radius``.
+    r"""A random (H, H) recurrent matrix whose spectral radius (the largest eigenvalue modulus) is ``spectral_radius``.
 
     ``kind="orthogonal"``: a random orthogonal matrix times the radius, so every eigenvalue and every
     singular value has that modulus (the cleanest case: the norm changes by exactly the radius per step
     in the linear regime). ``kind="gaussian"``: a standard Gaussian matrix divided by its own spectral
-    radius, then scaled; its singular values spread around the radius. The radius of a matrix equals
-    that of its transpose, so the result can be copied into ``weight_hh_l0`` directly.
+    radius, then scaled; its singular values spread around the radius. ``kind="nonnormal"``: a matrix
+    given by its real Schur form, :math:`W = Q (R + N) Q^\top` with :math:`Q` random orthogonal,
+    :math:`R` block diagonal with 2 x 2 rotations scaled by the radius (the eigenvalues, all of that
+    modulus) and :math:`N` strictly upper triangular above those blocks, with Gaussian entries of
+    standard deviation ``shear / sqrt(H)``. :math:`N` leaves the eigenvalues alone but raises the
+    spectral norm (``shear=0`` gives a normal matrix, spectral norm = radius), so the spectral radius no
+    longer bounds how much one step can stretch a vector. The radius of a matrix equals that of its
+    transpose, so the result can be copied into ``weight_hh_l0`` directly.
     """
     if not isinstance(hidden_size, int) or hidden_size < 1:
         raise ValueError(f"hidden_size must be a positive int, got {hidden_size!r}")
     if spectral_radius < 0:
         raise ValueError(f"spectral_radius must be non-negative, got {spectral_radius}")
+    if kind not in ("orthogonal", "gaussian", "nonnormal"):
+        raise ValueError(f'kind must be "orthogonal", "gaussian" or "nonnormal", got {kind!r}')
     g = torch.Generator().manual_seed(seed)
     G = torch.randn(hidden_size, hidden_size, generator=g, dtype=torch.float64)
+    if kind == "gaussian":
+        return (spectral_radius * (G / torch.linalg.eigvals(G).abs().max())).to(dtype or torch.get_default_dtype())
+    Q, R = torch.linalg.qr(G)
+    Q = Q * torch.sign(torch.diagonal(R))  # sign fix: uniformly distributed orthogonal matrix
     if kind == "orthogonal":
-        Q, R = torch.linalg.qr(G)
-        W = Q * torch.sign(torch.diagonal(R))  # sign fix: uniformly distributed orthogonal matrix
-    elif kind == "gaussian":
-        W = G / torch.linalg.eigvals(G).abs().max()
-    else:
-        raise ValueError(f'kind must be "orthogonal" or "gaussian", got {kind!r}')
-    return (spectral_radius * W).to(dtype or torch.get_default_dtype())
+        return (spectral_radius * Q).to(dtype or torch.get_default_dtype())
+    if hidden_size % 2:
+        raise ValueError(f'kind="nonnormal" needs an even hidden_size (it uses 2 x 2 blocks), got {hidden_size}')
+    if shear < 0:
+        raise ValueError(f"shear must be non-negative, got {shear}")
+    angles = torch.rand(hidden_size // 2, generator=g, dtype=torch.float64) * torch.pi
+    c, s = torch.cos(angles), torch.sin(angles)
+    rotations = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # (H/2, 2, 2)
+    blocks = spectral_radius * torch.block_diag(*rotations)  # eigenvalues radius * exp(+-i angle)
+    outside = torch.block_diag(*torch.ones(hidden_size // 2, 2, 2, dtype=torch.float64)) == 0
+    above = torch.triu(outside.to(torch.float64), diagonal=1)  # strictly above the 2 x 2 diagonal blocks
+    N = torch.randn(hidden_size, hidden_size, generator=g, dtype=torch.float64) * shear / hidden_size**0.5 * above
+    return (Q @ (blocks + N) @ Q.T).to(dtype or torch.get_default_dtype())
 
 
 def grad_norms_vs_distance(

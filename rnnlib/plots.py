@@ -4,6 +4,10 @@ Figures are built with ``matplotlib.figure.Figure`` rather than ``pyplot`` so th
 twice or left open: a notebook displays the returned figure (it is the cell's value), a script saves it.
 Models never plot; they return numbers, and these helpers draw them.
 :class:`LivePlot` redraws one training-curve figure in place while a notebook trains.
+
+Colours: every figure cycles through ``PALETTE``, the colour-blind-safe palette of Okabe and Ito
+(2008), and has an opaque white background, so that it reads the same for readers with a colour-vision
+deficiency and on the book's dark theme.
 """
 from __future__ import annotations
 
@@ -32,6 +36,20 @@ def _show_figures_as_png_in_notebooks() -> None:
 _show_figures_as_png_in_notebooks()
 
 
+# Okabe & Ito, "Color Universal Design" (2008): colours that stay distinct under protanopia, deuteranopia
+# and tritanopia. Ordered like matplotlib's default cycle (blue, orange, green, red, purple, ...) so that a
+# caption's "blue" and "orange" keep naming the first and second series; the palette's yellow (#F0E442)
+# is left out, too light to see as a line on white.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000")
+BLUE, ORANGE, GREEN, VERMILLION, PURPLE, SKY_BLUE, BLACK = PALETTE
+FACECOLOR = "white"  # opaque, so a figure keeps its light background on a dark page
+
+
+def palette_color(i: int) -> str:
+    """The ``i``-th colour of ``PALETTE``, cycling (the course's ``"C{i}"``)."""
+    return PALETTE[i % len(PALETTE)]
+
+
 def _as_numpy(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
@@ -39,9 +57,12 @@ def _as_numpy(x) -> np.ndarray:
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, width: float = 6.4, height: float = 4.0, **kw):
-    """A Figure and its axes (like ``plt.subplots``, without pyplot's global state)."""
-    fig = Figure(figsize=(width, height), layout="constrained")
+    """A Figure and its axes (like ``plt.subplots``, without pyplot's global state), with the course's
+    colours: an opaque white background and ``PALETTE`` as every axes' colour cycle."""
+    fig = Figure(figsize=(width, height), layout="constrained", facecolor=FACECOLOR)
     axes = fig.subplots(nrows, ncols, squeeze=True, **kw)
+    for ax in np.atleast_1d(axes).flat:
+        ax.set_prop_cycle(color=PALETTE)
     return fig, axes
 
 
@@ -93,10 +114,10 @@ def plot_history(history, title: str = "Training curves", ax=None, ylabel: str =
     if history.train_loss:
         steps = np.asarray(history.step)
         loss = np.asarray(history.train_loss)
-        ax.plot(steps, loss, color="tab:blue", alpha=0.25, linewidth=0.8)
-        ax.plot(steps, smooth(loss), color="tab:blue", label="training (smoothed)")
+        ax.plot(steps, loss, color=BLUE, alpha=0.25, linewidth=0.8)
+        ax.plot(steps, smooth(loss), color=BLUE, label="training (smoothed)")
     if history.val_loss:
-        ax.plot(history.val_step, history.val_loss, "o-", color="tab:orange", label="validation")
+        ax.plot(history.val_step, history.val_loss, "o-", color=ORANGE, label="validation")
     ax.set(title=title, xlabel="optimizer step", ylabel=ylabel)
     ax.grid(alpha=0.3)
     if history.train_loss or history.val_loss:
@@ -287,9 +308,8 @@ def plot_runs(
     so the gap between the two lines of a colour is the run's generalization gap.
     """
     fig, ax = _figure_and_axes(ax)
-    colors = [f"C{i}" for i in range(10)]
     for i, (label, history) in enumerate(histories.items()):
-        color = colors[i % len(colors)]
+        color = palette_color(i)
         if val and history.val_loss:
             ax.plot(history.val_step, history.val_loss, "o-", markersize=3, color=color,
                     label=f"{label}: validation" if train else label)
@@ -327,7 +347,7 @@ def plot_histogram(
     for label, a in arrays.items():
         ax.hist(a[np.isfinite(a)], bins=edges, alpha=0.55, label=label)
     for i, (label, x) in enumerate((vlines or {}).items()):
-        ax.axvline(x, color=f"C{len(arrays) + i}", linestyle="--", linewidth=1.2, label=label)
+        ax.axvline(x, color=palette_color(len(arrays) + i), linestyle="--", linewidth=1.2, label=label)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     if len(arrays) > 1 or vlines:
@@ -350,11 +370,11 @@ def plot_lr_range(
     for i, (label, (lrs, losses)) in enumerate(curves.items()):
         lrs, losses = _as_numpy(lrs), _as_numpy(losses)
         ok = np.isfinite(losses)
-        ax.plot(lrs[ok], losses[ok], color=f"C{i}", label=label)
+        ax.plot(lrs[ok], losses[ok], color=palette_color(i), label=label)
         if marks and label in marks:
             x = marks[label]
             y = np.interp(np.log(x), np.log(lrs[ok]), losses[ok])
-            ax.plot([x], [y], "o", color=f"C{i}", markersize=7, markeredgecolor="black",
+            ax.plot([x], [y], "o", color=palette_color(i), markersize=7, markeredgecolor="black",
                     label=f"{label}: chosen {x:.2g}")
     ax.set_xscale("log")
     ax.set(title=title, xlabel="learning rate (log scale)", ylabel=ylabel)
@@ -373,8 +393,8 @@ def plot_seed_comparison(groups: Mapping[str, Sequence[float]], title: str = "",
     for k, (label, values) in enumerate(groups.items()):
         v = _as_numpy(list(values))
         offsets = np.linspace(-0.1, 0.1, len(v)) if len(v) > 1 else np.zeros(1)
-        ax.plot(k + offsets, v, "o", color=f"C{k}", alpha=0.75, label=f"{label}: {len(v)} runs")
-        ax.hlines(v.mean(), k - 0.28, k + 0.28, color=f"C{k}", linewidth=2)
+        ax.plot(k + offsets, v, "o", color=palette_color(k), alpha=0.75, label=f"{label}: {len(v)} runs")
+        ax.hlines(v.mean(), k - 0.28, k + 0.28, color=palette_color(k), linewidth=2)
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(list(groups))
     ax.set_xlim(-0.6, len(groups) - 0.4)

@@ -149,7 +149,7 @@ def test_small_spectral_radius_vanishes_large_radius_relu_explodes():
     assert fit_decay_rate(small) <= 0.5 + 1e-9
 
 
-@pytest.mark.parametrize("kind", ["orthogonal", "gaussian"])
+@pytest.mark.parametrize("kind", ["orthogonal", "gaussian", "nonnormal"])
 @pytest.mark.parametrize("radius", [0.5, 1.0, 2.5])
 def test_recurrent_weight_has_the_requested_spectral_radius(kind, radius):
     W = recurrent_weight(24, radius, seed=4, kind=kind, dtype=DT)
@@ -161,11 +161,32 @@ def test_recurrent_weight_has_the_requested_spectral_radius(kind, radius):
     assert not torch.equal(W, recurrent_weight(24, radius, seed=5, kind=kind, dtype=DT))
 
 
+def test_nonnormal_recurrent_weight_keeps_the_radius_and_stretches_more():
+    """Every eigenvalue has modulus rho, but the strictly upper part of the Schur form raises the spectral
+    norm above rho; without it (shear=0) the matrix is normal and its norm is rho."""
+    for shear, seed in ((1.0, 0), (2.0, 3)):
+        W = recurrent_weight(16, 0.9, seed=seed, kind="nonnormal", shear=shear, dtype=DT)
+        assert_close64(torch.linalg.eigvals(W).abs(), torch.full((16,), 0.9, dtype=DT))
+        assert torch.linalg.matrix_norm(W, ord=2) > 1.5 * 0.9 * shear
+        assert (W @ W.T - W.T @ W).abs().max() > 0.1        # not normal
+    normal = recurrent_weight(16, 0.9, kind="nonnormal", shear=0.0, dtype=DT)
+    assert_close64(normal @ normal.T, normal.T @ normal)
+    assert_close64(torch.linalg.svdvals(normal), torch.full((16,), 0.9, dtype=DT))
+    # A stronger shear, the same eigenvalues: the linear powers W^k grow for a while before they decay.
+    W = recurrent_weight(16, 0.9, kind="nonnormal", shear=2.0, dtype=DT)
+    powers = [torch.linalg.matrix_norm(torch.linalg.matrix_power(W, k), ord=2).item() for k in (1, 5, 200)]
+    assert powers[1] > powers[0] > 1 and powers[2] < 1e-3
+
+
 def test_recurrent_weight_errors():
     with pytest.raises(ValueError, match="kind"):
         recurrent_weight(4, 1.0, kind="uniform")
     with pytest.raises(ValueError, match="non-negative"):
         recurrent_weight(4, -1.0)
+    with pytest.raises(ValueError, match="even hidden_size"):
+        recurrent_weight(5, 1.0, kind="nonnormal")
+    with pytest.raises(ValueError, match="shear"):
+        recurrent_weight(4, 1.0, kind="nonnormal", shear=-1.0)
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])

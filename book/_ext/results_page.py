@@ -7,7 +7,6 @@ by one table per notebook, and the page is marked outdated on every build so it 
 """
 from __future__ import annotations
 
-import html
 import json
 import os
 from pathlib import Path
@@ -27,11 +26,28 @@ class ResultsTable(SphinxDirective):
         return [results_placeholder()]
 
 
-def _render(folder: Path | None) -> str:
+def _paragraph(text: str, emphasis: bool = False) -> nodes.paragraph:
+    return nodes.paragraph("", "", nodes.emphasis(text=text) if emphasis else nodes.Text(text))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> nodes.table:
+    table, group = nodes.table(classes=["table"]), nodes.tgroup(cols=len(header))
+    table += group
+    group += [nodes.colspec(colwidth=1) for _ in header]
+    for part, lines in ((nodes.thead(), [header]), (nodes.tbody(), rows)):
+        for line in lines:
+            part += nodes.row("", *(nodes.entry("", nodes.paragraph(text=cell)) for cell in line))
+        group += part
+    return table
+
+
+def _render(folder: Path | None) -> list[nodes.Node]:
+    """One section per recorded notebook: its title, mode/device/run time, and its table. Document nodes
+    rather than raw HTML, so the PDF (``make pdf``) shows the same tables as the HTML book."""
     files = sorted(folder.glob("*.json")) if folder and folder.is_dir() else []
     if not files:
-        return ("<p><em>No results were recorded in this build. They appear here when the book is built "
-                "with <code>make book</code>, which executes every notebook.</em></p>")
+        return [_paragraph("No results were recorded in this build. They appear here when the book is built "
+                           "with make book, which executes every notebook.", emphasis=True)]
     parts = []
     for file in files:
         data = json.loads(file.read_text())
@@ -41,20 +57,19 @@ def _render(folder: Path | None) -> str:
         for e in data["entries"]:
             band = f"[{e['low']:.4g}, {e['high']:.4g}]"
             status = e.get("status") or ("ok" if e["ok"] else ("outside" if data["mode"] == "quick" and not e["always"] else "FAIL"))
-            rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in
-                        (e["name"], f"{e['value']:.4g}", e["unit"], band, status)) + "</tr>")
-        parts.append(
-            f"<h2>{html.escape(data['notebook'])}</h2><p>{html.escape(meta)}</p>"
-            "<table class='table'><thead><tr><th>result</th><th>value</th><th>unit</th>"
-            "<th>expected band</th><th>status</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
-        )
-    return "\n".join(parts)
+            rows.append([e["name"], f"{e['value']:.4g}", e["unit"], band, status])
+        section = nodes.section(ids=[nodes.make_id(f"results {data['notebook']}")])
+        section += nodes.title(text=data["notebook"])
+        section += _paragraph(meta)
+        section += _table(["result", "value", "unit", "expected band", "status"], rows)
+        parts.append(section)
+    return parts
 
 
 def _resolve(app, doctree, docname):
     folder = os.environ.get("RNNLIB_RESULTS_DIR")
-    for node in doctree.findall(results_placeholder):
-        node.replace_self(nodes.raw("", _render(Path(folder) if folder else None), format="html"))
+    for node in list(doctree.findall(results_placeholder)):
+        node.replace_self(_render(Path(folder) if folder else None))
 
 
 def _always_outdated(app, env, added, changed, removed):

@@ -28,6 +28,9 @@ def book_config(root: Path = ROOT) -> dict:
     config.get("sphinx", {}).get("config", {}).pop("bibtex_reference_style", None)
     sphinx = config.setdefault("sphinx", {})
     sphinx["local_extensions"] = {name: str(root / path) for name, path in sphinx.get("local_extensions", {}).items()}
+    for key, holder in (("logo", config), ("favicon", config.get("html", {}))):
+        if holder.get(key):
+            holder[key] = str(root / holder[key])
     static = sphinx.get("config", {}).get("html_static_path", [])
     sphinx.setdefault("config", {})["html_static_path"] = [str(root / p) for p in static]
     return config
