@@ -2,14 +2,17 @@
 
 One concept per module: ``cells`` and ``layers`` (RNN, LSTM, GRU from scratch, state-dict compatible
 with ``torch.nn``), ``models``, ``attention``, ``bptt`` (backpropagation through time by hand),
-``gradflow``, ``optim`` (SparseAdam), ``data``, ``text``, ``synthetic``, ``train``, ``plots``,
+``gradflow``, ``optim`` (SparseAdam), ``scan`` (linear recurrences, parallel scans) and ``minrnn`` (minGRU,
+minLSTM), ``data``, ``text``, ``synthetic``, ``train``, ``plots``,
 ``diagrams``, ``results``, ``widgets`` (imported on demand) and ``checks`` (exercise checkers).
 """
 from . import (attention, bptt, cells, config, data, diagrams, gradflow, layers, models, optim, plots, results,
                synthetic, text, train)
+from . import minrnn, scan
 from .cells import GRUCell, LSTMCell, RNNCell
 from .config import get_device, is_quick, mode, pick, set_seed
 from .layers import GRU, LSTM, RNN
+from .minrnn import MinGRU, MinLSTM
 
 __version__ = "0.1.0"
 
@@ -18,4 +21,5 @@ __all__ = [
     "get_device", "is_quick", "mode", "pick", "set_seed",
     "attention", "bptt", "cells", "config", "data", "diagrams", "gradflow", "layers", "models", "optim",
     "plots", "results", "synthetic", "text", "train",
+    "MinGRU", "MinLSTM", "minrnn", "scan",
 ]

@@ -401,3 +401,39 @@ def plot_seed_comparison(groups: Mapping[str, Sequence[float]], title: str = "",
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3, axis="y")
     return fig
+
+
+def plot_scan_pattern(rounds: Sequence[Sequence[tuple[int, int]]], T: int, title: str = "", ax=None) -> Figure:
+    """The data flow of a parallel scan over ``T`` positions: one row per round, top to bottom.
+
+    ``rounds[r]`` lists the ``(src, dst)`` combines of round r (as :func:`rnnlib.scan.scan_pattern` gives
+    them): a coloured arrow from ``src`` to ``dst``; every position also keeps its own value (grey line).
+    The bottom row is labelled with the states :math:`h_1 \\dots h_T` the scan has produced.
+    """
+    fig, ax = _figure_and_axes(ax, width=max(4.0, 0.75 * T + 1.5), height=1.0 + 0.75 * (len(rounds) + 1))
+    depth = len(rounds)
+    for r, pairs in enumerate(rounds):
+        y0, y1 = depth - r, depth - r - 1
+        for t in range(T):
+            ax.plot([t, t], [y0, y1], color="0.8", linewidth=1, zorder=1)
+        for src, dst in pairs:
+            ax.annotate("", xy=(dst, y1 + 0.12), xytext=(src, y0 - 0.12),
+                        arrowprops={"arrowstyle": "-|>", "color": f"C{r % 10}", "linewidth": 1.3}, zorder=2)
+    for r in range(depth + 1):
+        ax.plot(range(T), [depth - r] * T, "o", color="white", markeredgecolor="0.3", markersize=9, zorder=3)
+    ax.set_xticks(range(T))
+    ax.set_xticklabels([f"$(a_{{{t + 1}}}, b_{{{t + 1}}})$" for t in range(T)], fontsize=8)
+    ax.tick_params(axis="x", length=0)
+    secondary = ax.secondary_xaxis("bottom")
+    secondary.set_xticks(range(T))
+    secondary.set_xticklabels([f"$h_{{{t + 1}}}$" for t in range(T)], fontsize=9)
+    secondary.tick_params(axis="x", length=0, pad=18)
+    ax.set_yticks([depth - r for r in range(depth + 1)])
+    ax.set_yticklabels(["input"] + [f"after round {r}" for r in range(1, depth + 1)])
+    ax.set_ylim(-0.5, depth + 0.5)
+    ax.set_xlim(-0.6, T - 0.4)
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    total = sum(len(p) for p in rounds)
+    ax.set_title(title or f"{depth} rounds, {total} combines")
+    return fig

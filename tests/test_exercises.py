@@ -61,10 +61,11 @@ def _verdicts(nb) -> list[tuple[str, str]]:
     return [v for cell in nb.cells if cell.cell_type == "code" for v in VERDICT.findall(_output_text(cell))]
 
 
-def test_there_are_five_exercises():
+def test_there_are_six_exercises():
     assert [p.name for p in NOTEBOOKS] == [
         "exercise-7-1-forecasting.ipynb", "exercise-7-2-lstm-language-model.ipynb", "exercise-7-3-gru-vs-lstm.ipynb",
         "exercise-7-4-bidirectional-classifier.ipynb", "exercise-7-5-attention.ipynb",
+        "exercise-7-6-min-gru.ipynb",
     ]
 
 

@@ -12,8 +12,8 @@ checker never raises: exceptions, endless loops and ``NotImplementedError`` come
 reference).
 
 One module per exercise: ``rnnlib.checks.forecasting`` (7.1), ``.lstm`` (7.2), ``.gru`` (7.3),
-``.bidirectional`` (7.4), ``.attention`` (7.5); the shared machinery is in ``._core``, and the recorder of
-what the learner's code calls in ``._watch``.
+``.bidirectional`` (7.4), ``.attention`` (7.5), ``.scan`` (7.6); the shared machinery is in ``._core``, and
+the recorder of what the learner's code calls in ``._watch``.
 """
 from ._core import CheckResult, ready
 from .attention import check_additive_scores, check_dot_scores, check_masked_softmax
@@ -22,6 +22,7 @@ from .forecasting import (check_forecaster, check_make_windows, check_naive_fore
                           check_split_by_time)
 from .gru import check_gru_cell
 from .lstm import check_lstm_cell, check_lstm_loop
+from .scan import check_log_scan, check_min_gru
 
 __all__ = [
     "CheckResult", "ready",
@@ -30,4 +31,5 @@ __all__ = [
     "check_gru_cell",
     "check_reverse_padded", "check_bidirectional",
     "check_masked_softmax", "check_additive_scores", "check_dot_scores",
+    "check_log_scan", "check_min_gru",
 ]

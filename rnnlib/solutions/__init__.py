@@ -27,6 +27,7 @@ EXERCISES = {
     "7.3": "exercise_7_3",  # GRU cell
     "7.4": "exercise_7_4",  # reversal within length, bidirectional encoding
     "7.5": "exercise_7_5",  # masked softmax, additive and scaled dot-product scores
+    "7.6": "exercise_7_6",  # log-space scan, minGRU layer
 }
 
 
@@ -41,7 +42,7 @@ def requested() -> bool:
 
 
 def module(exercise: str) -> ModuleType:
-    """The solution module of ``exercise`` ("7.1" ... "7.5")."""
+    """The solution module of ``exercise`` ("7.1" ... "7.6")."""
     if exercise not in EXERCISES:
         raise ValueError(f"exercise must be one of {', '.join(EXERCISES)}, got {exercise!r}")
     return importlib.import_module(f"{__name__}.{EXERCISES[exercise]}")
