@@ -3,12 +3,13 @@
 One concept per module: ``cells`` and ``layers`` (RNN, LSTM, GRU from scratch, state-dict compatible
 with ``torch.nn``), ``models``, ``attention``, ``bptt`` (backpropagation through time by hand),
 ``gradflow``, ``optim`` (SparseAdam), ``scan`` (linear recurrences, parallel scans) and ``minrnn`` (minGRU,
-minLSTM), ``data``, ``text``, ``synthetic``, ``train``, ``plots``,
-``diagrams``, ``results``, ``widgets`` (imported on demand) and ``checks`` (exercise checkers).
-"""
+minLSTM), ``data``, ``text``, ``synthetic``, ``tasks``, ``train`` (``fit``, ``train_step``, ``evaluate``),
+``checkpoint``, ``lr``, ``transfer``, ``memory``, ``plots``, ``diagrams``, ``results``; imported on
+demand (``import rnnlib.<name>``): ``profiling``, ``widgets``, ``distributed``, ``exercises``, ``checks``
+(exercise checkers) and ``solutions``."""
 from . import (attention, bptt, cells, config, data, diagrams, gradflow, layers, models, optim, plots, results,
                synthetic, text, train)
-from . import minrnn, scan
+from . import checkpoint, lr, memory, minrnn, scan, tasks, transfer
 from .cells import GRUCell, LSTMCell, RNNCell
 from .config import get_device, is_quick, mode, pick, set_seed
 from .layers import GRU, LSTM, RNN
@@ -21,5 +22,5 @@ __all__ = [
     "get_device", "is_quick", "mode", "pick", "set_seed",
     "attention", "bptt", "cells", "config", "data", "diagrams", "gradflow", "layers", "models", "optim",
     "plots", "results", "synthetic", "text", "train",
-    "MinGRU", "MinLSTM", "minrnn", "scan",
+    "MinGRU", "MinLSTM", "minrnn", "scan", "checkpoint", "lr", "memory", "tasks", "transfer",
 ]
