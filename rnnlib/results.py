@@ -105,7 +105,7 @@ class Results:
     @staticmethod
     def _status(e: Entry) -> str:
         if e.ok:
-            return "ok"
+            return "ok (timing)" if e.timing else "ok"
         if e.enforced:
             return "FAIL"
         return "outside (timing, not enforced)" if e.timing else "outside (quick mode)"

@@ -54,7 +54,9 @@ def quick_pdf(quick_book):
 
 @pytest.fixture(scope="session")
 def pdf_text(quick_pdf) -> str:
-    return _run("pdftotext", "-enc", "UTF-8", str(quick_pdf), "-")
+    # -raw keeps the order in which LaTeX wrote the text: the default layout mode can move a wrapped
+    # bibliography line ahead of the line it continues, splitting a title that is on the page whole.
+    return _run("pdftotext", "-raw", "-enc", "UTF-8", str(quick_pdf), "-")
 
 
 def _titles(book) -> dict[str, str]:

@@ -19,6 +19,14 @@ from fixture_book import ROOT
 NOTEBOOKS = ["chapters/0-getting-started.ipynb", "chapters/7-1-foundations.ipynb"]
 TIMING = re.compile(r"\d+(\.\d+)?\s*(ms|s|seconds|it/s|s/it)\b|\d\d:\d\d(<\d\d:\d\d)?")
 NUMBER = re.compile(r"\d+\.\d{3,}")
+# A results-table row of a wall-clock figure (status "ok (timing)" or "outside (timing, ...)"), as a text
+# line or as an HTML row: its value is a measured time or speed ratio, so its numbers are masked too.
+TIMING_ROW = re.compile(r"<tr>(?:(?!</tr>).)*\(timing(?:(?!</tr>).)*</tr>|^[^\n]*\(timing[^\n]*$", re.M | re.S)
+
+
+def _mask_timings(text: str) -> str:
+    text = TIMING_ROW.sub(lambda m: re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "<n>", m.group(0)), text)
+    return TIMING.sub("<time>", text)
 
 
 def _as_on_screen(text: str) -> str:
@@ -44,11 +52,11 @@ def _comparable(outputs) -> list[tuple[str, str]]:
                 continue
             for mime in ("text/plain", "text/html", "text/markdown"):
                 if mime in data:
-                    kept.append((mime, TIMING.sub("<time>", data[mime])))
+                    kept.append((mime, _mask_timings(data[mime])))
         elif out.output_type == "error":
             kept.append(("error", f"{out.ename}: {out.evalue}"))
     for name in sorted(streams):
-        kept.append((name, TIMING.sub("<time>", _as_on_screen(streams[name]))))
+        kept.append((name, _mask_timings(_as_on_screen(streams[name]))))
     return kept
 
 
@@ -88,3 +96,18 @@ def test_comparison_ignores_chunk_boundaries_and_redraws_but_not_content():
     assert _comparable(split) == _comparable(redrawn)
     assert [o for o in _comparable(split) if o[0] == "stdout"] == _comparable(merged)
     assert _comparable([_stream("stdout", "25,121 parameters\nloss 4.177\n")]) != _comparable(merged)
+
+
+def test_timing_rows_of_a_results_table_are_masked_and_no_other_row():
+    from rnnlib.results import Results
+
+    def table(ratio, loss):
+        r = Results("t")
+        r.add("step time: rnnlib / nn", ratio, (0.5, 2), unit="x", timing=True)
+        r.add("validation loss", loss, (1, 3))
+        data = {"text/plain": repr(r), "text/html": r._repr_html_()}
+        return [nbformat.v4.new_output("execute_result", data=data, execution_count=1)]
+
+    assert _comparable(table(0.9939, 1.234)) == _comparable(table(0.9741, 1.234))
+    assert _comparable(table(0.9939, 1.234)) != _comparable(table(0.9939, 1.235))
+    assert "ok (timing)" in _comparable(table(0.99, 1.2))[0][1]
