@@ -241,6 +241,16 @@ def _nonfinite_gradients(model: nn.Module) -> str:
             "but the sum of squares is not)")
 
 
+def _nonfinite_learning_rate(optimizers) -> str | None:
+    """ "the learning rate of optimizer 0, group 1 (nan)" for the first group whose lr is NaN or infinite."""
+    for i, opt in enumerate(optimizers):
+        for j, group in enumerate(opt.param_groups):
+            lr = float(group.get("lr", 0.0))
+            if not math.isfinite(lr):
+                return f"the learning rate of optimizer {i}, group {j} ({lr}; set by the schedule or the optimizer)"
+    return None
+
+
 def _check_loss(loss) -> None:
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         what = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
@@ -267,7 +277,8 @@ def train_step(model: nn.Module, optimizers, batch, loss_fn: Callable, config: T
                scaler: torch.amp.GradScaler | None = None) -> StepResult:
     """One optimizer step: zero grads, forward and loss, backward, gradient norm, finite check, clip, step.
 
-    Nothing reaches the weights unless the loss and the gradient norm are finite. With a ``scaler``
+    Nothing reaches the weights unless the loss, the gradient norm and every learning rate are finite,
+    and an update that leaves a weight infinite or NaN is undone from a copy taken before it. With a ``scaler``
     (mixed precision) the loss is scaled before ``backward`` and the gradients unscaled before the norm;
     on non-finite gradients the scaler skips the step and lowers its scale, as it is meant to.
     """
@@ -296,10 +307,20 @@ def train_step(model: nn.Module, optimizers, batch, loss_fn: Callable, config: T
             scaler.update()
         return StepResult(value, norm, skipped=_nonfinite_gradients(model))
     _clip(params, norm, config)                                   # by value, then by norm
+    bad_lr = _nonfinite_learning_rate(optimizers)                 # e.g. a schedule that returned NaN
+    if bad_lr:
+        return StepResult(value, norm, skipped=bad_lr)
+    before = [p.detach().clone() for p in params]                 # to undo an update that overflows
     for opt in optimizers:
         scaler.step(opt) if scaler is not None else opt.step()   # the update
     if scaler is not None:
         scaler.update()
+    if not bool(torch.stack([torch.isfinite(p.detach()).all() for p in params]).all()):  # one sync
+        with torch.no_grad():
+            for p, old in zip(params, before):
+                p.copy_(old)                                      # the weights as they were
+        return StepResult(value, norm, skipped="the update (the weights it gave overflowed, so the weights "
+                                               "before it were put back)")
     return StepResult(value, norm)
 
 
@@ -448,8 +469,12 @@ class _Bookkeeper:
                         "overflowed or they were loaded so; " +
                         ("load the best weights (model.load_state_dict(err.history.best_state))"
                          if self.history.best_state is not None else "load good weights (a checkpoint)"))
-        lrs = ", ".join(f"{lr:g}" for lr in sorted({g["lr"] for o in self.optimizers for g in o.param_groups}))
-        tips.append(f"lower the learning rate (now {lrs})")
+        lrs = ", ".join(f"{float(lr):g}" for lr in sorted({float(g["lr"]) for o in self.optimizers for g in o.param_groups}))
+        if (result.skipped or "").startswith("the learning rate"):
+            tips.append(f"give every optimizer a finite learning rate (now {lrs}): check its lr= and what the "
+                        "scheduler computes (a LambdaLR function, a factor, a division by zero)")
+        else:
+            tips.append(f"lower the learning rate (now {lrs})")
         if self.config.clip_norm is None and self.config.clip_value is None:
             tips.append("clip gradients: TrainConfig(clip_norm=1.0)")
         if math.isfinite(result.loss) and not self.amp:

@@ -91,12 +91,49 @@ def test_a_batch_with_nan_is_named_as_the_cause():
     assert info.value.step == 3
 
 
-def test_weights_broken_by_an_overflowing_update_are_named():
+def test_an_update_that_overflows_is_undone_and_named():
+    """A finite loss and gradient, but lr * gradient beyond float32: the update's inf never stays in the weights."""
     model = nn.Linear(4, 1)
-    with pytest.raises(TrainingDiverged, match=r"weights are already not finite \(weight") as info:
-        fit(model, torch.optim.SGD(model.parameters(), lr=1e38), iter(stream()), mse, None,
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(TrainingDiverged, match=r"the update \(the weights it gave overflowed") as info:
+        fit(model, torch.optim.SGD(model.parameters(), lr=1e38), iter(stream()), lambda m, b: 1e5 * mse(m, b), None,
             quiet(steps=5, eval_every=None))
-    assert info.value.history.steps_done >= 1
+    assert info.value.history.steps_done == 0 and info.value.step == 1
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, start[k]), k  # the weights before the update, bit for bit
+
+
+def test_an_overflowing_update_is_skipped_in_skip_mode():
+    model = nn.Linear(4, 1)
+    h = fit(model, torch.optim.SGD(model.parameters(), lr=1e38), iter(stream()), lambda m, b: 1e5 * mse(m, b), None,
+            quiet(steps=3, eval_every=None, on_nonfinite="skip"))
+    assert h.skipped_step == [1, 2, 3] and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: (torch.optim.SGD(m.parameters(), lr=float("nan")), None),
+    lambda m: (torch.optim.SGD(m.parameters(), lr=float("inf")), None),
+    lambda m: (lambda o: (o, torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1.0 if s < 3 else float("nan"))))(
+        torch.optim.SGD(m.parameters(), lr=0.01)),
+    lambda m: (lambda o: (o, torch.optim.lr_scheduler.LambdaLR(o, lambda s: 1.0 / (3 - s) if s != 3 else math.inf)))(
+        torch.optim.Adam(m.parameters(), lr=0.01)),
+], ids=["sgd-nan", "sgd-inf", "schedule-nan", "schedule-inf"])
+def test_a_non_finite_learning_rate_never_reaches_the_weights(make):
+    model = nn.Linear(4, 1)
+    opt, scheduler = make(model)
+    with pytest.raises(TrainingDiverged, match=r"the learning rate of optimizer 0, group 0 .*finite learning rate") as info:
+        fit(model, opt, iter(stream()), mse, None, quiet(steps=6, eval_every=None), scheduler=scheduler)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert "lower the learning rate" not in str(info.value)
+
+
+def test_weights_that_were_already_broken_are_named():
+    model = nn.Linear(4, 1)
+    with torch.no_grad():
+        model.weight[0, 1] = float("nan")  # e.g. loaded from a bad file
+    with pytest.raises(TrainingDiverged, match=r"weights are already not finite \(weight"):
+        fit(model, torch.optim.SGD(model.parameters(), lr=0.01), iter(stream()), mse, None,
+            quiet(steps=5, eval_every=None))
 
 
 def test_skip_mode_skips_and_counts_the_steps():
