@@ -42,6 +42,20 @@ __all__ = ["RNN", "LSTM", "GRU", "trace_gates"]
 State = tuple[Tensor, ...]   # (h,) for RNN and GRU, (h, c) for LSTM
 
 
+
+def check_sequence_input(name: str, input, batch_first: bool, input_size: int, what: str = "input") -> None:
+    """Raise a clear error unless ``input`` is a 2-D or 3-D tensor with ``input_size`` features (shared by
+    the recurrent layers here and in :mod:`rnnlib.minrnn`)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name} expected a tensor as {what}, got {type(input).__name__}")
+    if input.dim() not in (2, 3):
+        layout = "(batch, seq_len, input_size)" if batch_first else "(seq_len, batch, input_size)"
+        raise ValueError(f"{name} expected {what} of shape {layout} or (seq_len, input_size) "
+                         f"with input_size={input_size}, got {tuple(input.shape)}")
+    if input.size(-1) != input_size:
+        raise ValueError(f"{name} expected {what} with {input_size} features (input_size), "
+                         f"got {what} of shape {tuple(input.shape)}")
+
 class _RNNBase(nn.Module):
     """Parameters, checks and the layer/direction loop shared by RNN, LSTM and GRU.
 
@@ -125,15 +139,7 @@ class _RNNBase(nn.Module):
         if isinstance(input, PackedSequence):
             raise TypeError(f"rnnlib's {name} does not accept PackedSequence; pad the batch and pass a tensor "
                             f"(or use torch.nn.{name})")
-        if not isinstance(input, Tensor):
-            raise TypeError(f"{name} expected a tensor as input, got {type(input).__name__}")
-        if input.dim() not in (2, 3):
-            layout = "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"
-            raise ValueError(f"{name} expected input of shape {layout} or (seq_len, input_size) "
-                             f"with input_size={self.input_size}, got {tuple(input.shape)}")
-        if input.size(-1) != self.input_size:
-            raise ValueError(f"{name} expected input with {self.input_size} features (input_size), "
-                             f"got input of shape {tuple(input.shape)}")
+        check_sequence_input(name, input, self.batch_first, self.input_size)
         batched = input.dim() == 3
         seq_dim = 1 if batched and self.batch_first else 0
         if input.size(seq_dim) == 0:

@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layers import check_sequence_input
 from .models import check_token_ids, generate_text
 from .scan import linear_recurrence, log_scan, scan_doubling, scan_tree
 
@@ -146,15 +147,7 @@ class _MinRNNBase(nn.Module):
 
     def _check_input(self, input: Tensor, what: str = "input") -> bool:
         name = type(self).__name__
-        if not isinstance(input, Tensor):
-            raise TypeError(f"{name} expected a tensor as {what}, got {type(input).__name__}")
-        if input.dim() not in (2, 3):
-            layout = "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"
-            raise ValueError(f"{name} expected {what} of shape {layout} or (seq_len, input_size) with "
-                             f"input_size={self.input_size}, got {tuple(input.shape)}")
-        if input.size(-1) != self.input_size:
-            raise ValueError(f"{name} expected {what} with {self.input_size} features (input_size), got shape "
-                             f"{tuple(input.shape)}")
+        check_sequence_input(name, input, self.batch_first, self.input_size, what)
         dtype = self.weight_ih_l0.dtype
         if input.dtype != dtype:
             hint = (" (token ids? embed them first)" if not input.is_floating_point()
