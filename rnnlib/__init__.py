@@ -6,7 +6,15 @@ with ``torch.nn``), ``models``, ``attention``, ``bptt`` (backpropagation through
 minLSTM), ``data``, ``text``, ``synthetic``, ``tasks``, ``train`` (``fit``, ``train_step``, ``evaluate``),
 ``checkpoint``, ``lr``, ``transfer``, ``memory``, ``plots``, ``diagrams``, ``results``; imported on
 demand (``import rnnlib.<name>``): ``profiling``, ``widgets``, ``distributed``, ``exercises``, ``checks``
-(exercise checkers) and ``solutions``."""
+(exercise checkers) and ``solutions``.
+
+On import, ``allocator.tune_on_import()`` raises glibc's malloc thresholds so that large CPU buffers are
+reused between training steps instead of being mapped again each time (see :mod:`rnnlib.allocator`;
+``RNNLIB_MALLOC_TUNING=0`` turns this off)."""
+from . import allocator
+
+allocator.tune_on_import()
+
 from . import (attention, bptt, cells, config, data, diagrams, gradflow, layers, models, optim, plots, results,
                synthetic, text, train)
 from . import checkpoint, lr, memory, minrnn, scan, tasks, transfer
@@ -22,5 +30,5 @@ __all__ = [
     "get_device", "is_quick", "mode", "pick", "set_seed",
     "attention", "bptt", "cells", "config", "data", "diagrams", "gradflow", "layers", "models", "optim",
     "plots", "results", "synthetic", "text", "train",
-    "MinGRU", "MinLSTM", "minrnn", "scan", "checkpoint", "lr", "memory", "tasks", "transfer",
+    "MinGRU", "MinLSTM", "minrnn", "scan", "checkpoint", "lr", "memory", "tasks", "transfer", "allocator",
 ]
