@@ -235,9 +235,7 @@ class _CellBase(nn.Module):
 
     def reset_parameters(self) -> None:
         """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as in PyTorch."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        uniform_init_(self, self.hidden_size)
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"
@@ -367,6 +365,15 @@ class GRUCell(_CellBase):
         h = self._zeros(input) if hx is None else hx
         return gru_cell_step(input, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
                              self.reset_after)
+
+
+def uniform_init_(module: nn.Module, hidden_size: int) -> None:
+    """Draw every parameter of ``module`` from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), in the order of
+    ``module.parameters()``: PyTorch's initialisation of its recurrent cells and layers (rnnlib's cells,
+    layers and minGRU/minLSTM all use it)."""
+    bound = 1.0 / math.sqrt(hidden_size)
+    for weight in module.parameters():
+        nn.init.uniform_(weight, -bound, bound)
 
 
 def _set_forget_bias(bias_ih: Tensor, bias_hh: Tensor, hidden_size: int, value: float) -> None:

@@ -26,7 +26,6 @@ deep recurrent neural networks" (2013).
 """
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Optional, Union
 
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .cells import _NONLINEARITIES, _check_sizes, _set_forget_bias, gru_step, lstm_step, rnn_step
+from .cells import _NONLINEARITIES, _check_sizes, _set_forget_bias, gru_step, lstm_step, rnn_step, uniform_init_
 
 __all__ = ["RNN", "LSTM", "GRU", "trace_gates"]
 
@@ -119,9 +118,7 @@ class _RNNBase(nn.Module):
 
     def reset_parameters(self) -> None:
         """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as in PyTorch."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        uniform_init_(self, self.hidden_size)
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"

@@ -46,7 +46,6 @@ Hochreiter & Schmidhuber (1997).
 """
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Optional, Union
 
@@ -54,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cells import uniform_init_
 from .layers import check_sequence_input
 from .models import check_token_ids, generate_text
 from .scan import linear_recurrence, log_scan, scan_doubling, scan_tree
@@ -121,9 +121,7 @@ class _MinRNNBase(nn.Module):
 
     def reset_parameters(self) -> None:
         """Every parameter ~ U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as in PyTorch's recurrent layers."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        uniform_init_(self, self.hidden_size)
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"
