@@ -32,9 +32,9 @@ import platform
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 
-#: Default mmap threshold: blocks up to 256 MB come from the heap and are reused.
+#: The default mmap threshold, 256 MB. Blocks up to this size come from the heap and are reused.
 MMAP_THRESHOLD = 256 * 2**20
-#: Default trim threshold: up to 1 GB of freed memory stays in the process.
+#: The default trim threshold, 1 GB. Up to this much freed memory stays in the process.
 TRIM_THRESHOLD = 2**30
 
 _ENV = "RNNLIB_MALLOC_TUNING"
