@@ -41,7 +41,6 @@ __all__ = ["RNN", "LSTM", "GRU", "trace_gates"]
 State = tuple[Tensor, ...]   # (h,) for RNN and GRU, (h, c) for LSTM
 
 
-
 def check_sequence_input(name: str, input, batch_first: bool, input_size: int, what: str = "input") -> None:
     """Raise a clear error unless ``input`` is a 2-D or 3-D tensor with ``input_size`` features (shared by
     the recurrent layers here and in :mod:`rnnlib.minrnn`)."""
@@ -54,6 +53,7 @@ def check_sequence_input(name: str, input, batch_first: bool, input_size: int, w
     if input.size(-1) != input_size:
         raise ValueError(f"{name} expected {what} with {input_size} features (input_size), "
                          f"got {what} of shape {tuple(input.shape)}")
+
 
 class _RNNBase(nn.Module):
     """Parameters, checks and the layer/direction loop shared by RNN, LSTM and GRU.
